@@ -1,0 +1,324 @@
+//! The sans-IO connection: the RFC 6455 state machine after the handshake.
+//!
+//! [`Connection`] owns no socket and reads no clock. Bytes go in through
+//! [`handle_read`](Connection::handle_read), the time through
+//! [`handle_timeout`](Connection::handle_timeout); messages come out of
+//! [`poll_event`](Connection::poll_event) and bytes to write out of
+//! [`transmit_chunks`](Connection::transmit_chunks) /
+//! [`poll_transmit`](Connection::poll_transmit).
+
+mod close;
+mod read;
+mod timer;
+mod write;
+
+#[cfg(test)]
+pub(crate) mod pair;
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes};
+
+use crate::close::{CloseCode, CloseFrame};
+use crate::config::Config;
+use crate::error::{CapacityError, Error};
+use crate::extension::Extension;
+use crate::frame::{MAX_CONTROL_PAYLOAD, OpCode, Rsv};
+use crate::message::{Message, PreparedMessage};
+
+use self::close::CloseState;
+use self::read::ReadState;
+use self::timer::Timers;
+use self::write::OutBuf;
+
+/// Which end of the connection this is. Clients mask what they send and
+/// reject masked frames; servers require masked frames and never mask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The end that sent the opening handshake.
+    Client,
+    /// The end that answered it.
+    Server,
+}
+
+/// Where the close handshake stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Messages flow both ways.
+    Open,
+    /// A close frame was sent or received, and the handshake is not complete.
+    Closing,
+    /// Both close frames were exchanged, or the connection failed, timed out
+    /// or lost its transport. No more messages will be produced.
+    Closed,
+}
+
+/// The WebSocket protocol state machine for one connection (sans-IO).
+///
+/// # Driving contract
+///
+/// A driver (such as [`WebSocket`](crate::WebSocket)) owns the transport and
+/// a read buffer, and loops:
+///
+/// 1. **Read:** append bytes from the transport to a `BytesMut` and call
+///    [`handle_read`](Self::handle_read). It consumes frames until one yields
+///    a message (and processes partial text payloads in place, to fail fast on
+///    invalid UTF-8), leaving the rest in the buffer. After draining the
+///    events, call it again on the same buffer before reading more.
+///    [`read_hint`](Self::read_hint) tells how many more bytes the current
+///    frame needs. At end of stream call [`handle_eof`](Self::handle_eof).
+/// 2. **Events:** drain [`poll_event`](Self::poll_event) until `None`.
+/// 3. **Commands:** [`send`](Self::send), [`send_prepared`](Self::send_prepared)
+///    and [`close`](Self::close) queue frames.
+/// 4. **Time:** when [`needs_tick`](Self::needs_tick) is true after steps 1 and
+///    3, call [`handle_timeout(now)`](Self::handle_timeout) once; then wait no
+///    longer than [`poll_timeout`](Self::poll_timeout) and call
+///    `handle_timeout(now)` again when that deadline passes.
+/// 5. **Write:** write [`transmit_chunks`](Self::transmit_chunks) (vectored,
+///    zero-copy) and report progress with
+///    [`advance_transmit`](Self::advance_transmit), or move everything with
+///    [`poll_transmit`](Self::poll_transmit).
+/// 6. **Shut down:** when [`should_shutdown`](Self::should_shutdown) is true,
+///    close the transport. A server does so as soon as the close handshake is
+///    complete; a client waits for the server to close first, at most the
+///    close timeout.
+///
+/// Any error returned by `handle_read` or `handle_timeout` has already failed
+/// the connection: the close frame with [`Error::close_code`] is queued, and
+/// input is ignored from then on. Keep writing until `should_shutdown`.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use sockeye_proto::{Connection, Config, Message, Role};
+///
+/// let mut server = Connection::new(Role::Server, Config::default());
+/// // A masked "Hello" text frame from a client (RFC 6455 §5.7).
+/// let mut input = BytesMut::from(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58][..]);
+/// server.handle_read(&mut input).unwrap();
+/// assert_eq!(server.poll_event(), Some(Message::text("Hello")));
+///
+/// server.send(Message::text("Hi")).unwrap();
+/// let mut out = Vec::new();
+/// server.poll_transmit(&mut out);
+/// assert_eq!(out, b"\x81\x02Hi");
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    config: Config,
+    extension: Option<Box<dyn Extension>>,
+    read: ReadState,
+    events: VecDeque<Message>,
+    out: OutBuf,
+    pending_pong: Option<Bytes>,
+    close: CloseState,
+    timers: Timers,
+}
+
+impl Connection {
+    /// A connection in the open state, right after the opening handshake.
+    pub fn new(role: Role, config: Config) -> Self {
+        let timers = Timers::new(&config);
+        Self {
+            role,
+            config,
+            extension: None,
+            read: ReadState::default(),
+            events: VecDeque::new(),
+            out: OutBuf::default(),
+            pending_pong: None,
+            close: CloseState::default(),
+            timers,
+        }
+    }
+
+    /// Installs the extension negotiated in the handshake.
+    pub fn set_extension(&mut self, extension: Box<dyn Extension>) {
+        self.extension = Some(extension);
+    }
+
+    /// The negotiated extension, if any.
+    pub fn extension(&self) -> Option<&dyn Extension> {
+        self.extension.as_deref()
+    }
+
+    /// This end's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Where the close handshake stands.
+    pub fn state(&self) -> State {
+        self.close.state()
+    }
+
+    // ===== events =====
+
+    /// The next message from the peer: data, ping, pong or its close frame.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Message> {
+        self.events.pop_front()
+    }
+
+    /// Whether messages are waiting in [`poll_event`](Self::poll_event).
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    // ===== commands =====
+
+    /// Queues a message. Data messages go through the extension and are
+    /// split by [`auto_fragment_size`](crate::ConfigBuilder::auto_fragment_size);
+    /// a `Close` message starts the close handshake like [`close`](Self::close).
+    ///
+    /// Fails with [`Error::Closed`] once a close frame was sent, and with
+    /// [`CapacityError::WriteBufferFull`] while the outgoing buffer is above
+    /// its high-water mark (write some of it first).
+    pub fn send(&mut self, message: Message) -> Result<(), Error> {
+        let (opcode, data) = match message {
+            Message::Close(frame) => return self.close_with(frame),
+            Message::Text(text) => (OpCode::Text, text.into_bytes()),
+            Message::Binary(data) => (OpCode::Binary, data),
+            Message::Ping(data) => (OpCode::Ping, data),
+            Message::Pong(data) => (OpCode::Pong, data),
+        };
+        self.check_can_send()?;
+        if opcode.is_control() {
+            if data.len() > MAX_CONTROL_PAYLOAD {
+                return Err(CapacityError::ControlFrameTooLong.into());
+            }
+            self.write_frame(true, Rsv::NONE, opcode, &data);
+            Ok(())
+        } else {
+            self.send_data(opcode, data)
+        }
+    }
+
+    /// Queues a prepared message. A server writes its bytes as they are; a
+    /// client re-frames the payload with a mask.
+    pub fn send_prepared(&mut self, message: &PreparedMessage) -> Result<(), Error> {
+        self.check_can_send()?;
+        self.timers.on_data_sent();
+        match self.role {
+            Role::Server => self.out.push_bytes(message.frame().clone()),
+            Role::Client => {
+                let payload = message.payload();
+                self.write_frame(true, Rsv::NONE, message.opcode(), &payload);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the close handshake with `code` and `reason` (cut to 123
+    /// bytes). Calling it again once a close frame was sent does nothing.
+    /// Codes that may not be sent (1005, 1006, 1015, <1000, ...) are refused.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.close_with(Some(CloseFrame::new(code, reason)))
+    }
+
+    fn close_with(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
+        if let Some(f) = &frame
+            && !f.code.is_sendable()
+        {
+            return Err(Error::InvalidInput("this close code may not be sent"));
+        }
+        if !self.close.sent {
+            self.write_close(frame);
+        }
+        Ok(())
+    }
+
+    fn check_can_send(&self) -> Result<(), Error> {
+        if self.close.sent || self.close.is_terminated() {
+            return Err(Error::Closed);
+        }
+        if self.out.len() >= self.config.write_high_water_mark() {
+            return Err(CapacityError::WriteBufferFull.into());
+        }
+        Ok(())
+    }
+
+    /// Whether a data message can be queued now (below the high-water mark
+    /// and not closing).
+    pub fn can_send(&self) -> bool {
+        self.check_can_send().is_ok()
+    }
+
+    // ===== output =====
+
+    /// Bytes waiting to be written.
+    pub fn transmit_len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Fills `dst` with the pending output, in order, without copying;
+    /// returns how many slices were filled.
+    pub fn transmit_chunks<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        self.out.chunks_vectored(dst)
+    }
+
+    /// Marks `n` bytes of the pending output as written.
+    pub fn advance_transmit(&mut self, n: usize) {
+        self.out.advance(n);
+        self.flush_pending_pong();
+    }
+
+    /// Moves all pending output into `dst`; returns the number of bytes.
+    pub fn poll_transmit(&mut self, dst: &mut impl BufMut) -> usize {
+        let mut total = 0;
+        while self.out.len() > 0 {
+            let mut slices = [IoSlice::new(&[]); 16];
+            let n = self.out.chunks_vectored(&mut slices);
+            let mut written = 0;
+            for s in &slices[..n] {
+                dst.put_slice(s);
+                written += s.len();
+            }
+            self.advance_transmit(written);
+            total += written;
+        }
+        total
+    }
+
+    /// Whether the transport should be closed now: the close handshake is
+    /// complete (for a client: and the server closed its side, or the close
+    /// timeout passed), or the connection failed, and the output is written.
+    pub fn should_shutdown(&self) -> bool {
+        self.close.should_shutdown(self.role, self.out.len() == 0)
+    }
+
+    // ===== time =====
+
+    /// Whether a timer is waiting to be armed or refreshed by a call to
+    /// [`handle_timeout`](Self::handle_timeout).
+    pub fn needs_tick(&self) -> bool {
+        self.timers.needs_tick()
+    }
+
+    /// The next deadline at which [`handle_timeout`](Self::handle_timeout)
+    /// must be called, if any timer is armed.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers
+            .next_deadline(self.close.sent || self.close.received || self.close.is_terminated())
+    }
+
+    /// Tells the connection the time: arms timers requested since the last
+    /// call and fires those due. A keepalive ping is queued when the peer was
+    /// silent too long; the connection is failed (1011) when it stays silent
+    /// past the pong timeout; an idle connection is closed (1001); and once
+    /// the close timeout passes the transport should be shut down.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
+        self.on_timeout(now)
+    }
+}
+
+#[cfg(test)]
+mod tests;

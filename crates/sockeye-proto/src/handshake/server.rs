@@ -1,0 +1,294 @@
+//! Server side: validate an upgrade request, build the 101 or the rejection.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use http::header::{
+    ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, SEC_WEBSOCKET_ACCEPT,
+    SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION,
+    TRANSFER_ENCODING, UPGRADE,
+};
+use http::{HeaderValue, Method, Response, StatusCode, Version, request};
+
+use super::{accept_key, has_token, protocol_list};
+use crate::error::HandshakeError;
+use crate::extension::ExtensionItem;
+
+/// A request that passed every check of RFC 6455 §4.2.1.
+#[derive(Clone, Debug)]
+pub struct UpgradeRequest {
+    accept: HeaderValue,
+    protocols: Vec<String>,
+    extensions: Vec<ExtensionItem>,
+}
+
+/// Validates an upgrade request's head.
+///
+/// Checks, in order: method GET (405), HTTP/1.1 or later (400), one `Host`
+/// (400), `Upgrade: websocket` (426), `Connection: upgrade` (400),
+/// `Sec-WebSocket-Version: 13` (426), a key of 16 base64 bytes (400), no body
+/// (400), and well-formed `Sec-WebSocket-Protocol` and
+/// `Sec-WebSocket-Extensions` lists (400). Header lists are parsed as tokens,
+/// never matched as substrings.
+///
+/// ```
+/// use sockeye_proto::handshake::server;
+/// let req = http::Request::get("/chat")
+///     .header("host", "example.com")
+///     .header("upgrade", "websocket")
+///     .header("connection", "keep-alive, Upgrade")
+///     .header("sec-websocket-version", "13")
+///     .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+///     .header("sec-websocket-protocol", "v1.chat, v2.chat")
+///     .body(())
+///     .unwrap();
+/// let (parts, ()) = req.into_parts();
+/// let upgrade = server::validate(&parts).unwrap();
+/// let chosen = upgrade.select_protocol(["v2.chat", "v1.chat"]);
+/// assert_eq!(chosen, Some("v2.chat"));
+/// let resp = upgrade.response(chosen, None);
+/// assert_eq!(resp.status(), 101);
+/// assert_eq!(resp.headers()["sec-websocket-accept"], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+/// ```
+pub fn validate(req: &request::Parts) -> Result<UpgradeRequest, HandshakeError> {
+    if req.method != Method::GET {
+        return Err(HandshakeError::MethodNotAllowed);
+    }
+    if req.version < Version::HTTP_11 {
+        return Err(HandshakeError::UnsupportedHttpVersion);
+    }
+    let headers = &req.headers;
+    if headers.get_all(HOST).iter().count() != 1 {
+        return Err(HandshakeError::MissingHost);
+    }
+    if !has_token(headers, &UPGRADE, "Upgrade", "websocket")? {
+        return Err(HandshakeError::NotUpgrade);
+    }
+    if !has_token(headers, &CONNECTION, "Connection", "upgrade")? {
+        return Err(HandshakeError::MissingConnectionUpgrade);
+    }
+    let mut versions = headers.get_all(SEC_WEBSOCKET_VERSION).iter();
+    match (versions.next(), versions.next()) {
+        (Some(v), None) if v.as_bytes().trim_ascii() == b"13" => {}
+        _ => return Err(HandshakeError::UnsupportedVersion),
+    }
+    let mut keys = headers.get_all(SEC_WEBSOCKET_KEY).iter();
+    let key = match (keys.next(), keys.next()) {
+        (Some(k), None) => k.as_bytes().trim_ascii(),
+        _ => return Err(HandshakeError::InvalidKey),
+    };
+    match STANDARD.decode(key) {
+        Ok(raw) if raw.len() == 16 => {}
+        _ => return Err(HandshakeError::InvalidKey),
+    }
+    let has_body = headers.contains_key(TRANSFER_ENCODING)
+        || headers
+            .get_all(CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes().trim_ascii() != b"0");
+    if has_body {
+        return Err(HandshakeError::UnexpectedBody);
+    }
+    let protocols = protocol_list(headers)?;
+    let extensions = ExtensionItem::from_headers(headers)?;
+    let accept = HeaderValue::try_from(accept_key(key)).map_err(|_| HandshakeError::InvalidKey)?;
+    Ok(UpgradeRequest {
+        accept,
+        protocols,
+        extensions,
+    })
+}
+
+impl UpgradeRequest {
+    /// The `Sec-WebSocket-Accept` value for this request's key.
+    pub fn accept_key(&self) -> &HeaderValue {
+        &self.accept
+    }
+
+    /// The subprotocols the client offered, in its order.
+    pub fn protocols(&self) -> &[String] {
+        &self.protocols
+    }
+
+    /// The extensions the client offered, in its order.
+    pub fn extensions(&self) -> &[ExtensionItem] {
+        &self.extensions
+    }
+
+    /// The first of `supported` (the server's preference order) that the
+    /// client offered.
+    pub fn select_protocol<'a, I>(&self, supported: I) -> Option<&'a str>
+    where
+        I: IntoIterator<Item = &'a str>,
+    {
+        supported
+            .into_iter()
+            .find(|s| self.protocols.iter().any(|p| p == s))
+    }
+
+    /// The 101 Switching Protocols response, with the selected subprotocol
+    /// and the accepted extensions (a `Sec-WebSocket-Extensions` value).
+    pub fn response(
+        &self,
+        protocol: Option<&str>,
+        extensions: Option<HeaderValue>,
+    ) -> Response<()> {
+        let mut resp = Response::new(());
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = resp.headers_mut();
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(SEC_WEBSOCKET_ACCEPT, self.accept.clone());
+        if let Some(p) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
+            h.insert(SEC_WEBSOCKET_PROTOCOL, p);
+        }
+        if let Some(e) = extensions {
+            h.insert(SEC_WEBSOCKET_EXTENSIONS, e);
+        }
+        resp
+    }
+}
+
+/// The HTTP response for a rejected handshake: the status of
+/// [`HandshakeError::http_status`] (400 when it has none), a short plain-text
+/// body, `Sec-WebSocket-Version: 13` and `Upgrade: websocket` on 426, and
+/// `Allow: GET` on 405.
+///
+/// ```
+/// use sockeye_proto::{HandshakeError, handshake::server::rejection};
+/// let resp = rejection(&HandshakeError::UnsupportedVersion);
+/// assert_eq!(resp.status(), 426);
+/// assert_eq!(resp.headers()["sec-websocket-version"], "13");
+/// ```
+pub fn rejection(err: &HandshakeError) -> Response<String> {
+    let status = err.http_status().unwrap_or(StatusCode::BAD_REQUEST);
+    let body = format!("{err}\n");
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    match status {
+        StatusCode::UPGRADE_REQUIRED => {
+            h.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+            h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        }
+        StatusCode::METHOD_NOT_ALLOWED => {
+            h.insert(ALLOW, HeaderValue::from_static("GET"));
+        }
+        _ => {}
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn base() -> http::request::Builder {
+        Request::get("/")
+            .header("host", "h")
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+    }
+
+    fn check(b: http::request::Builder) -> Result<UpgradeRequest, HandshakeError> {
+        let (parts, ()) = b.body(()).unwrap().into_parts();
+        validate(&parts)
+    }
+
+    fn without(name: &str) -> http::request::Builder {
+        let full = base().body(()).unwrap();
+        let mut b = Request::get("/");
+        for (k, v) in full.headers() {
+            if k.as_str() != name {
+                b = b.header(k, v);
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn accepts_a_valid_request() {
+        let up = check(base()).unwrap();
+        assert_eq!(up.accept_key(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert!(up.protocols().is_empty());
+    }
+
+    #[test]
+    fn each_rule_maps_to_its_status() {
+        use HandshakeError as H;
+        let cases: Vec<(http::request::Builder, H)> = vec![
+            (base().method("POST"), H::MethodNotAllowed),
+            (base().version(Version::HTTP_10), H::UnsupportedHttpVersion),
+            (without("host"), H::MissingHost),
+            (base().header("host", "again"), H::MissingHost),
+            (without("upgrade"), H::NotUpgrade),
+            (without("upgrade").header("upgrade", "h2c"), H::NotUpgrade),
+            (without("connection"), H::MissingConnectionUpgrade),
+            (
+                without("connection").header("connection", "upgrades"),
+                H::MissingConnectionUpgrade,
+            ),
+            (without("sec-websocket-version"), H::UnsupportedVersion),
+            (
+                without("sec-websocket-version").header("sec-websocket-version", "8"),
+                H::UnsupportedVersion,
+            ),
+            (without("sec-websocket-key"), H::InvalidKey),
+            (
+                without("sec-websocket-key").header("sec-websocket-key", "c2hvcnQ="),
+                H::InvalidKey,
+            ),
+            (
+                base().header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                H::InvalidKey,
+            ),
+            (base().header("content-length", "5"), H::UnexpectedBody),
+            (
+                base().header("transfer-encoding", "chunked"),
+                H::UnexpectedBody,
+            ),
+            (
+                base().header("sec-websocket-protocol", "a, a"),
+                H::InvalidHeader("Sec-WebSocket-Protocol"),
+            ),
+            (
+                base().header("sec-websocket-extensions", "x;"),
+                H::InvalidHeader("Sec-WebSocket-Extensions"),
+            ),
+        ];
+        for (b, expected) in cases {
+            assert_eq!(check(b).unwrap_err(), expected);
+        }
+        assert!(check(base().header("content-length", "0")).is_ok());
+    }
+
+    #[test]
+    fn protocol_selection_follows_server_preference() {
+        let up = check(base().header("sec-websocket-protocol", "a, b, c")).unwrap();
+        assert_eq!(up.select_protocol(["c", "a"]), Some("c"));
+        assert_eq!(up.select_protocol(["z"]), None);
+        let resp = up.response(Some("c"), Some(HeaderValue::from_static("x")));
+        assert_eq!(resp.headers()[SEC_WEBSOCKET_PROTOCOL], "c");
+        assert_eq!(resp.headers()[SEC_WEBSOCKET_EXTENSIONS], "x");
+    }
+
+    #[test]
+    fn rejections_have_the_right_headers() {
+        let r = rejection(&HandshakeError::MethodNotAllowed);
+        assert_eq!(r.status(), 405);
+        assert_eq!(r.headers()[ALLOW], "GET");
+        let r = rejection(&HandshakeError::NotUpgrade);
+        assert_eq!(r.status(), 426);
+        assert_eq!(r.headers()[UPGRADE], "websocket");
+        let r = rejection(&HandshakeError::TooManyHeaders);
+        assert_eq!(r.status(), 431);
+        assert!(!r.body().is_empty());
+    }
+}

@@ -1,0 +1,194 @@
+//! The raw server accept: read and parse the HTTP request from any stream,
+//! validate it, answer 101 (or the right 4xx), and hand over a [`WebSocket`].
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use http::HeaderValue;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::WebSocket;
+use crate::config::Config;
+use crate::conn::{Connection, Role};
+use crate::error::{Error, HandshakeError, TimeoutKind};
+use crate::extension::ServerExtension;
+use crate::handshake::{http1, server};
+
+/// Accepts a WebSocket on a stream with the default [`Acceptor`].
+///
+/// ```no_run
+/// # async fn run() -> Result<(), sockeye_proto::Error> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let (tcp, _) = listener.accept().await?;
+/// let ws = sockeye_proto::accept(tcp).await?;
+/// # drop(ws); Ok(()) }
+/// ```
+pub async fn accept<S>(io: S) -> Result<WebSocket<S>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    Acceptor::new().accept(io).await.map(|(ws, _)| ws)
+}
+
+/// Server handshake settings: the connection [`Config`] (its header limits
+/// and handshake timeout apply here), the subprotocols in order of
+/// preference, and an optional extension negotiator.
+#[derive(Clone, Debug, Default)]
+pub struct Acceptor {
+    config: Config,
+    protocols: Vec<String>,
+    extension: Option<Arc<dyn ServerExtension>>,
+}
+
+/// What the handshake accepted.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The request head (path, query, headers such as `Origin` and `Cookie`).
+    pub request: http::request::Parts,
+    /// The selected subprotocol.
+    pub protocol: Option<String>,
+}
+
+impl Acceptor {
+    /// Defaults: [`Config::default`], no subprotocols, no extensions.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The connection configuration.
+    #[must_use]
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Subprotocols this server speaks, most preferred first.
+    #[must_use]
+    pub fn protocols<I, P>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        self.protocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// An extension negotiator (e.g. permessage-deflate).
+    #[must_use]
+    pub fn extension(mut self, negotiator: Arc<dyn ServerExtension>) -> Self {
+        self.extension = Some(negotiator);
+        self
+    }
+
+    /// Reads the request (at most the configured header bytes and lines,
+    /// within the handshake timeout), validates it and answers. A rejected
+    /// request gets its HTTP status (400, 405, 426, 431, ...) before the
+    /// error is returned. Bytes the client sent after the request are kept
+    /// for the WebSocket.
+    pub async fn accept<S>(&self, mut io: S) -> Result<(WebSocket<S>, Accepted), Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let timeout = self.config.handshake_timeout();
+        match tokio::time::timeout(timeout, self.handshake(&mut io)).await {
+            Ok(Ok((conn, accepted, rest))) => {
+                Ok((WebSocket::from_connection(io, conn, rest), accepted))
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Timeout(TimeoutKind::Handshake)),
+        }
+    }
+
+    async fn handshake<S>(&self, io: &mut S) -> Result<(Connection, Accepted, BytesMut), Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (parts, rest) = match read_head(io, &self.config, http1::parse_request).await {
+            Ok(head) => head,
+            Err(Error::Handshake(e)) => return Err(reject(io, e).await),
+            Err(e) => return Err(e),
+        };
+        let result = server::validate(&parts).and_then(|upgrade| {
+            let protocol = upgrade
+                .select_protocol(self.protocols.iter().map(String::as_str))
+                .map(str::to_owned);
+            let negotiated = match &self.extension {
+                Some(n) => n.negotiate(upgrade.extensions())?,
+                None => None,
+            };
+            Ok((upgrade, protocol, negotiated))
+        });
+        let (upgrade, protocol, negotiated) = match result {
+            Ok(ok) => ok,
+            Err(e) => return Err(reject(io, e).await),
+        };
+        let mut conn = Connection::new(Role::Server, self.config.clone());
+        let ext_header = match negotiated {
+            Some((response, extension)) => {
+                conn.set_extension(extension);
+                HeaderValue::try_from(response.to_string()).ok()
+            }
+            None => None,
+        };
+        let response = upgrade.response(protocol.as_deref(), ext_header);
+        let mut wire = Vec::with_capacity(256);
+        http1::encode_response(&response.map(|()| ""), &mut wire);
+        io.write_all(&wire).await?;
+        io.flush().await?;
+        let accepted = Accepted {
+            request: parts,
+            protocol,
+        };
+        Ok((conn, accepted, rest))
+    }
+}
+
+/// Answers a rejected handshake with its status and returns the error.
+async fn reject<S>(io: &mut S, err: HandshakeError) -> Error
+where
+    S: AsyncWrite + Unpin,
+{
+    let mut wire = Vec::with_capacity(256);
+    http1::encode_response(&server::rejection(&err), &mut wire);
+    // Best effort: the client may already be gone.
+    let _ = io.write_all(&wire).await;
+    let _ = io.shutdown().await;
+    Error::Handshake(err)
+}
+
+type ParseHead<T> = fn(&[u8], &Config) -> Result<Option<(T, usize)>, HandshakeError>;
+
+/// Reads until a complete head is buffered, then parses it once. Returns the
+/// head and the bytes after it.
+pub(super) async fn read_head<S, T>(
+    io: &mut S,
+    config: &Config,
+    parse: ParseHead<T>,
+) -> Result<(T, BytesMut), Error>
+where
+    S: AsyncRead + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut searched = 0;
+    loop {
+        if let Some(end) = http1::find_head_end(&buf, searched) {
+            let Some((head, len)) = parse(&buf[..end], config)? else {
+                return Err(HandshakeError::MalformedHead("incomplete head").into());
+            };
+            let _ = buf.split_to(len);
+            return Ok((head, buf));
+        }
+        searched = buf.len();
+        if buf.len() >= config.max_header_bytes() {
+            // Parse what we have to tell "too many lines" from "too many bytes".
+            parse(&buf, config)?;
+            return Err(HandshakeError::HeadTooLarge.into());
+        }
+        let room = (config.max_header_bytes() - buf.len()).clamp(1, 4096);
+        buf.reserve(room);
+        let n = (&mut *io).take(room as u64).read_buf(&mut buf).await?;
+        if n == 0 {
+            return Err(HandshakeError::ConnectionClosed.into());
+        }
+    }
+}

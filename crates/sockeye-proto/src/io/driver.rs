@@ -1,0 +1,277 @@
+//! The loop that drives a [`Connection`] over a tokio transport: read,
+//! handle, write, tick timers, shut down. Shared by [`WebSocket`] and its
+//! split halves.
+//!
+//! [`WebSocket`]: super::WebSocket
+
+use std::future::Future;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant as TokioInstant, Sleep};
+use tokio_util::io::poll_read_buf;
+
+use crate::conn::Connection;
+use crate::error::Error;
+use crate::message::Message;
+
+/// The smallest read: enough for a burst of small frames.
+const MIN_READ: usize = 4096;
+/// The largest single reservation for a frame still arriving.
+const MAX_READ: usize = 1 << 20;
+/// The most slices handed to one vectored write.
+const MAX_IOVECS: usize = 64;
+
+pub(crate) struct Driver<S> {
+    pub(crate) io: S,
+    pub(crate) conn: Connection,
+    read_buf: BytesMut,
+    timer: Option<Pin<Box<Sleep>>>,
+    timer_at: Option<std::time::Instant>,
+    /// An error to hand to the reader before anything else happens.
+    error: Option<Error>,
+    /// `handle_read` stopped at a message: the buffer may hold more frames.
+    input_pending: bool,
+    read_eof: bool,
+    shut_down: bool,
+    /// The stream has ended: `None` from now on.
+    pub(crate) done: bool,
+}
+
+impl<S> std::fmt::Debug for Driver<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("conn", &self.conn)
+            .field("buffered_read", &self.read_buf.len())
+            .field("read_eof", &self.read_eof)
+            .field("shut_down", &self.shut_down)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> std::time::Instant {
+    // tokio's clock, so that tests with paused time drive the timers.
+    TokioInstant::now().into_std()
+}
+
+impl<S> Driver<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    pub(crate) fn new(io: S, conn: Connection, read_buf: BytesMut) -> Self {
+        Self {
+            io,
+            conn,
+            read_buf,
+            timer: None,
+            timer_at: None,
+            error: None,
+            input_pending: false,
+            read_eof: false,
+            shut_down: false,
+            done: false,
+        }
+    }
+
+    /// Runs one batch of input through the connection: the buffered bytes
+    /// handed over at creation are processed before the first read.
+    fn handle_input(&mut self) {
+        if let Err(e) = self.conn.handle_read(&mut self.read_buf) {
+            self.error.get_or_insert(e);
+        }
+        self.input_pending = self.conn.has_events() && !self.read_buf.is_empty();
+        self.tick();
+    }
+
+    fn tick(&mut self) {
+        if self.conn.needs_tick()
+            && let Err(e) = self.conn.handle_timeout(now())
+        {
+            self.error.get_or_insert(e);
+        }
+    }
+
+    /// Writes pending output until done or the transport pushes back. `wcx`
+    /// is the context for write readiness.
+    pub(crate) fn poll_write_out(&mut self, wcx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        while self.conn.transmit_len() > 0 {
+            if self.shut_down {
+                return Poll::Ready(Err(Error::Closed));
+            }
+            let n = if self.io.is_write_vectored() {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let count = self.conn.transmit_chunks(&mut slices);
+                ready!(Pin::new(&mut self.io).poll_write_vectored(wcx, &slices[..count]))?
+            } else {
+                let mut slices = [IoSlice::new(&[])];
+                self.conn.transmit_chunks(&mut slices);
+                ready!(Pin::new(&mut self.io).poll_write(wcx, &slices[0]))?
+            };
+            if n == 0 {
+                return Poll::Ready(Err(Error::Io(std::io::ErrorKind::WriteZero.into())));
+            }
+            self.conn.advance_transmit(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes everything, then flushes the transport.
+    pub(crate) fn poll_flush(&mut self, wcx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.tick();
+        ready!(self.poll_write_out(wcx))?;
+        if !self.shut_down {
+            ready!(Pin::new(&mut self.io).poll_flush(wcx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Sink readiness: below the high-water mark (writing to get there).
+    pub(crate) fn poll_ready(&mut self, wcx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.done || self.conn.state() != crate::State::Open {
+            return Poll::Ready(Err(Error::Closed));
+        }
+        if self.conn.transmit_len() >= self.conn.config().write_high_water_mark() {
+            ready!(self.poll_write_out(wcx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    pub(crate) fn start_send(&mut self, message: Message) -> Result<(), Error> {
+        let r = self.conn.send(message);
+        self.tick();
+        r
+    }
+
+    /// Sends our close frame (if not yet sent) and writes it out.
+    pub(crate) fn poll_send_close(&mut self, wcx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.conn.state() == crate::State::Open {
+            self.conn.close(crate::CloseCode::NORMAL, "")?;
+        }
+        match ready!(self.poll_flush(wcx)) {
+            // The transport is already closed: the close is as done as it gets.
+            Err(Error::Closed) => Poll::Ready(Ok(())),
+            other => Poll::Ready(other),
+        }
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.tick();
+        let Some(at) = self.conn.poll_timeout() else {
+            self.timer_at = None;
+            return Poll::Pending;
+        };
+        let deadline = TokioInstant::from_std(at);
+        match &mut self.timer {
+            Some(_) if self.timer_at == Some(at) => {}
+            Some(sleep) => sleep.as_mut().reset(deadline),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        self.timer_at = Some(at);
+        let Some(sleep) = self.timer.as_mut() else {
+            return Poll::Pending;
+        };
+        ready!(sleep.as_mut().poll(cx));
+        self.timer_at = None;
+        if let Err(e) = self.conn.handle_timeout(now()) {
+            self.error.get_or_insert(e);
+        }
+        Poll::Ready(())
+    }
+
+    /// The next message. `cx` is used for reading and timers, `wcx` for
+    /// writing replies (the two differ when the socket is split).
+    pub(crate) fn poll_next_message(
+        &mut self,
+        cx: &mut Context<'_>,
+        wcx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Message, Error>>> {
+        loop {
+            if let Some(message) = self.conn.poll_event() {
+                return Poll::Ready(Some(Ok(message)));
+            }
+            if self.done {
+                return Poll::Ready(self.error.take().map(Err));
+            }
+
+            // Replies (pongs, close) and data fed but not flushed go out
+            // before we wait for input.
+            if self.conn.transmit_len() > 0
+                && !self.shut_down
+                && let Poll::Ready(Err(e)) = self.poll_write_out(wcx)
+            {
+                return Poll::Ready(self.end_with_io_error(e));
+            }
+            if self.conn.should_shutdown() {
+                if !self.shut_down {
+                    match Pin::new(&mut self.io).poll_shutdown(wcx) {
+                        Poll::Pending if self.error.is_none() => return Poll::Pending,
+                        // The peer may already be gone; the connection is over either way.
+                        _ => self.shut_down = true,
+                    }
+                }
+                self.done = true;
+                continue;
+            }
+            if let Some(e) = self.error.take() {
+                return Poll::Ready(Some(Err(e)));
+            }
+            if self.input_pending {
+                self.handle_input();
+                continue;
+            }
+            if self.poll_timer(cx).is_ready() {
+                continue;
+            }
+            if self.read_eof {
+                // Waiting for output to drain or for a timer.
+                return Poll::Pending;
+            }
+
+            let want = self.conn.read_hint().clamp(MIN_READ, MAX_READ);
+            if self.read_buf.capacity() - self.read_buf.len() < want {
+                self.read_buf.reserve(want);
+            }
+            match ready!(poll_read_buf(
+                Pin::new(&mut self.io),
+                cx,
+                &mut self.read_buf
+            )) {
+                Ok(0) => {
+                    self.read_eof = true;
+                    if let Err(e) = self.conn.handle_eof() {
+                        self.error.get_or_insert(e);
+                    }
+                }
+                Ok(_) => self.handle_input(),
+                Err(e) => return Poll::Ready(self.end_with_io_error(Error::Io(e))),
+            }
+        }
+    }
+
+    /// The transport failed: the stream ends. Once the close handshake is
+    /// over (or the connection already failed), that is how a peer that
+    /// closes abruptly looks, not a new error; a pending error still comes
+    /// first.
+    fn end_with_io_error(&mut self, e: Error) -> Option<Result<Message, Error>> {
+        self.done = true;
+        self.shut_down = true;
+        let pending = self.error.take();
+        if self.conn.state() == crate::State::Closed {
+            pending.map(Err)
+        } else {
+            Some(Err(pending.unwrap_or(e)))
+        }
+    }
+
+    /// Processes bytes handed over with the transport (read past the
+    /// handshake by whoever performed it).
+    pub(crate) fn process_initial(&mut self) {
+        if !self.read_buf.is_empty() {
+            self.handle_input();
+        }
+    }
+}

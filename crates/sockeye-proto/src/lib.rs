@@ -1,0 +1,94 @@
+//! # sockeye-proto
+//!
+//! RFC 6455 WebSocket as a sans-IO core, plus an async driver over tokio.
+//!
+//! The core turns bytes into messages and messages into bytes; it owns no
+//! socket, starts no task and reads no clock. Everything that needs time
+//! (keepalive pings, the pong, idle and close timeouts) is a timer inside the
+//! core that the driver feeds with `now`, so every rule is testable
+//! deterministically and the same core can be driven by any runtime.
+//!
+//! ```text
+//!            bytes in                    messages out
+//!  socket ──► handle_read ─┐         ┌─► poll_event ──► application
+//!                          │Connection│
+//!  socket ◄── transmit ◄───┘         └─◄ send / close ◄── application
+//!                    ▲ handle_timeout(now) / poll_timeout
+//!                    └──────────── driver's timer
+//! ```
+//!
+//! | layer | items |
+//! |---|---|
+//! | wire | [`frame`], [`mask`], [`utf8`], [`close`](CloseCode) |
+//! | handshake as data | [`handshake::server::validate`], [`handshake::client::ClientRequest`], [`handshake::http1`] |
+//! | extensions | [`Extension`], [`ServerExtension`], [`ClientExtension`], [`extension::ExtensionItem`] |
+//! | state machine | [`Connection`], [`Config`], [`PreparedMessage`] |
+//! | tokio driver (feature `tokio`) | `WebSocket<S>`, `accept`, `Acceptor`, `client_handshake` |
+//!
+//! ## Features
+//!
+//! | feature | default | enables |
+//! |---|---|---|
+//! | `tokio` | yes | `WebSocket<S>` over `AsyncRead + AsyncWrite`, the raw server accept and the raw client handshake |
+//!
+//! Without default features the crate is the sans-IO core only.
+//!
+//! ## Strictness
+//!
+//! Every protocol violation fails the connection with the right close code:
+//! reserved opcodes and RSV bits no extension owns, unmasked client frames
+//! and masked server frames, fragmented or oversized control frames, bad
+//! continuation order, non-minimal and top-bit lengths (1002); invalid UTF-8
+//! in text or close reasons, detected at the first bad byte even inside a
+//! frame still arriving (1007); frames or messages over the limits (1009);
+//! messages in too many fragments (1008). Close codes that may never be on
+//! the wire (below 1000, 1004–1006, 1015, 1016–2999, 5000 and up) are
+//! rejected with 1002.
+//!
+//! ## Close codes sockeye sends
+//!
+//! | code | when |
+//! |---|---|
+//! | 1000 | `close()` without a code, and `Sink::close` |
+//! | 1001 | idle timeout |
+//! | 1002 | any protocol violation above |
+//! | 1007 | invalid UTF-8 (text message or close reason), undecodable extension data |
+//! | 1008 | more fragments than `max_fragments` |
+//! | 1009 | a frame over `max_frame_size`, a message over `max_message_size` (also after decompression) |
+//! | 1011 | keepalive ping unanswered within the pong timeout |
+//! | the peer's code | echoed when the peer starts the close handshake |
+//!
+//! ## Limits
+//!
+//! See [`Config`] for every limit and its default.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod close;
+mod config;
+mod conn;
+mod error;
+pub mod extension;
+pub mod frame;
+pub mod handshake;
+pub mod mask;
+mod message;
+pub mod utf8;
+
+#[cfg(feature = "tokio")]
+mod io;
+
+pub use close::{CloseCode, CloseFrame};
+pub use config::{Config, ConfigBuilder};
+pub use conn::{Connection, Role, State};
+pub use error::{
+    CapacityError, Error, ExtensionError, HandshakeError, ProtocolViolation, TimeoutKind,
+};
+pub use extension::{ClientExtension, Extension, ServerExtension};
+pub use message::{Message, PreparedMessage};
+pub use utf8::Utf8Bytes;
+
+#[cfg(feature = "tokio")]
+pub use io::{
+    Accepted, Acceptor, ReadHalf, ReunitError, WebSocket, WriteHalf, accept, client_handshake,
+};

@@ -1,0 +1,112 @@
+//! Plays the Autobahn TestSuite fuzzing server's protocol: asks for the case
+//! count, runs every case (echoing each message), then asks for the report.
+//!
+//! ```text
+//! cargo run --release --example autobahn_client -- --url ws://127.0.0.1:9001 [--agent NAME] [--cases PATTERN]
+//! ```
+//! `PATTERN` selects case ids (e.g. `6.4.*`, `9.1.6`); `*` matches anything.
+
+use futures_util::{SinkExt, StreamExt};
+use sockeye_examples::{Args, runtime};
+use sockeye_proto::handshake::client::ClientRequest;
+use sockeye_proto::{Config, Error, Message, WebSocket, client_handshake};
+use tokio::net::TcpStream;
+
+const USAGE: &str = "usage: autobahn_client --url ws://HOST:PORT [--agent NAME] [--cases PATTERN]";
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse(USAGE, &["url", "agent", "cases"], &[]);
+    let url = args
+        .value("url")
+        .unwrap_or("ws://127.0.0.1:9001")
+        .trim_end_matches('/')
+        .to_owned();
+    let agent = args.value("agent").unwrap_or("sockeye").to_owned();
+    let pattern = args.value("cases").map(str::to_owned);
+    runtime(1)?.block_on(run(url, agent, pattern))
+}
+
+async fn run(
+    url: String,
+    agent: String,
+    pattern: Option<String>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let count: u32 = fetch_text(&format!("{url}/getCaseCount"))
+        .await?
+        .trim()
+        .parse()?;
+    println!("{count} cases");
+    for case in 1..=count {
+        if let Some(p) = &pattern {
+            let info = fetch_text(&format!("{url}/getCaseInfo?case={case}")).await?;
+            let info: serde_json::Value = serde_json::from_str(&info)?;
+            let id = info["id"].as_str().unwrap_or_default();
+            if !glob(p, id) {
+                continue;
+            }
+        }
+        let target = format!("{url}/runCase?case={case}&agent={agent}");
+        match echo_case(&target).await {
+            Ok(()) => {}
+            Err(e) => println!("case {case}: {e}"),
+        }
+    }
+    let mut ws = connect(&format!("{url}/updateReports?agent={agent}")).await?;
+    ws.close(sockeye_proto::CloseCode::NORMAL, "").await?;
+    println!("reports updated");
+    Ok(())
+}
+
+async fn connect(url: &str) -> Result<WebSocket<TcpStream>, Error> {
+    let request = ClientRequest::new(url);
+    let (_, handshake) = ClientRequest::new(url).build()?;
+    let tcp = TcpStream::connect((handshake.host(), handshake.port())).await?;
+    tcp.set_nodelay(true)?;
+    let config = Config::builder()
+        .max_message_size(64 << 20)
+        .max_frame_size(64 << 20)
+        .build();
+    let (ws, _) = client_handshake(tcp, request, config).await?;
+    Ok(ws)
+}
+
+async fn fetch_text(url: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let mut ws = connect(url).await?;
+    let mut text = String::new();
+    while let Some(msg) = ws.next().await {
+        if let Message::Text(t) = msg? {
+            text = t.to_string();
+        }
+    }
+    Ok(text)
+}
+
+async fn echo_case(url: &str) -> Result<(), Error> {
+    let mut ws = connect(url).await?;
+    let mut first_error = None;
+    while let Some(msg) = ws.next().await {
+        match msg {
+            Ok(m @ (Message::Text(_) | Message::Binary(_))) => {
+                let _ = ws.feed(m).await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, rest)) => {
+            let Some(tail) = text.strip_prefix(head) else {
+                return false;
+            };
+            (0..=tail.len()).any(|i| tail.is_char_boundary(i) && glob(rest, &tail[i..]))
+        }
+    }
+}

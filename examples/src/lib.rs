@@ -1,0 +1,150 @@
+//! Shared helpers for the sockeye examples: a tiny command-line parser (the
+//! examples' flags are an interface; this keeps them uniform) and runtime
+//! construction.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+
+/// Parsed `--flag value` and `--switch` arguments plus positionals.
+#[derive(Debug, Default)]
+pub struct Args {
+    values: HashMap<String, Vec<String>>,
+    switches: Vec<String>,
+    positional: Vec<String>,
+}
+
+impl Args {
+    /// Parses `std::env::args()`. `flags` take a value, `switches` do not;
+    /// anything else starting with `--` is an error. `--help` prints `usage`.
+    pub fn parse(usage: &str, flags: &[&str], switches: &[&str]) -> Self {
+        match Self::parse_from(std::env::args().skip(1), flags, switches) {
+            Ok(args) => args,
+            Err(msg) => {
+                if msg != "help" {
+                    eprintln!("error: {msg}");
+                }
+                eprintln!("{usage}");
+                std::process::exit(if msg == "help" { 0 } else { 2 });
+            }
+        }
+    }
+
+    /// Parses the given arguments (without the program name).
+    pub fn parse_from<I: IntoIterator<Item = String>>(
+        args: I,
+        flags: &[&str],
+        switches: &[&str],
+    ) -> Result<Self, String> {
+        let mut out = Self::default();
+        let mut it = args.into_iter();
+        while let Some(arg) = it.next() {
+            if arg == "--help" || arg == "-h" {
+                return Err("help".into());
+            }
+            if let Some(name) = arg.strip_prefix("--") {
+                let (name, inline) = match name.split_once('=') {
+                    Some((n, v)) => (n, Some(v.to_owned())),
+                    None => (name, None),
+                };
+                if flags.contains(&name) {
+                    let value = match inline {
+                        Some(v) => v,
+                        None => it.next().ok_or_else(|| format!("--{name} needs a value"))?,
+                    };
+                    out.values.entry(name.to_owned()).or_default().push(value);
+                } else if switches.contains(&name) && inline.is_none() {
+                    out.switches.push(name.to_owned());
+                } else {
+                    return Err(format!("unknown flag --{name}"));
+                }
+            } else {
+                out.positional.push(arg);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last value of a flag.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.values
+            .get(name)
+            .and_then(|v| v.last())
+            .map(String::as_str)
+    }
+
+    /// Every value of a repeatable flag.
+    pub fn values(&self, name: &str) -> &[String] {
+        self.values.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether a switch was given.
+    pub fn switch(&self, name: &str) -> bool {
+        self.switches.iter().any(|s| s == name)
+    }
+
+    /// Positional arguments.
+    pub fn positional(&self) -> &[String] {
+        &self.positional
+    }
+
+    /// A flag parsed as `T`, or exit with a message.
+    pub fn parsed<T: std::str::FromStr>(&self, name: &str, default: T) -> T {
+        match self.value(name) {
+            None => default,
+            Some(v) => v.parse().unwrap_or_else(|_| {
+                eprintln!("error: invalid value for --{name}: {v}");
+                std::process::exit(2);
+            }),
+        }
+    }
+}
+
+/// A tokio runtime: current-thread for `threads == 1`, else multi-thread
+/// with that many workers (0: one per core).
+pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if threads > 1 {
+            b.worker_threads(threads);
+        }
+        b.enable_all().build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        Args::parse_from(
+            args.iter().map(|s| s.to_string()),
+            &["addr", "header"],
+            &["raw"],
+        )
+    }
+
+    #[test]
+    fn flags_switches_and_positionals() {
+        let a = parse(&[
+            "ws://x",
+            "--addr",
+            "1:2",
+            "--header=a: b",
+            "--header",
+            "c: d",
+            "--raw",
+        ])
+        .unwrap();
+        assert_eq!(a.value("addr"), Some("1:2"));
+        assert_eq!(a.values("header"), ["a: b", "c: d"]);
+        assert!(a.switch("raw"));
+        assert_eq!(a.positional(), ["ws://x"]);
+        assert!(parse(&["--nope"]).is_err());
+        assert!(parse(&["--addr"]).is_err());
+        assert!(parse(&["--raw=1"]).is_err());
+    }
+}

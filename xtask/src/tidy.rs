@@ -1,0 +1,316 @@
+//! Repository policy checks, run as ordinary tests by `cargo test`.
+//!
+//! Crates that do not exist yet are skipped; the sans-IO core must exist.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::util::{project_root, rel};
+
+/// Every `.rs` file below `dir`, sorted, skipping hidden and `target` dirs and
+/// any directory for which `skip` says so.
+fn rust_files(dir: &Path, skip: &dyn Fn(&Path) -> bool) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return files;
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for path in paths {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.unwrap_or_default();
+        if path.is_dir() {
+            if !name.starts_with('.') && name != "target" && !skip(&path) {
+                files.extend(rust_files(&path, skip));
+            }
+        } else if name.ends_with(".rs") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+fn is_ident(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// The source with comments removed and string/char literal contents blanked,
+/// split into lines that keep their original numbering.
+fn code_lines(src: &str) -> Vec<String> {
+    let s: Vec<char> = src.chars().collect();
+    let mut out = String::with_capacity(src.len());
+    let blank = |c: char| if c == '\n' { '\n' } else { ' ' };
+    let mut i = 0;
+    while i < s.len() {
+        let c = s[i];
+        let next = s.get(i + 1).copied();
+        let prev_ident = i > 0 && is_ident(s[i - 1]);
+        if c == '/' && next == Some('/') {
+            while i < s.len() && s[i] != '\n' {
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            let mut depth = 0;
+            while i < s.len() {
+                if s[i] == '/' && s.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    i += 2;
+                } else if s[i] == '*' && s.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    if s[i] == '\n' {
+                        out.push('\n');
+                    }
+                    i += 1;
+                }
+            }
+        } else if c == '"' {
+            out.push('"');
+            i += 1;
+            while i < s.len() && s[i] != '"' {
+                if s[i] == '\\' && i + 1 < s.len() {
+                    out.push(' ');
+                    i += 1;
+                }
+                out.push(blank(s[i]));
+                i += 1;
+            }
+            out.push('"');
+            i += 1;
+        } else if let Some(hashes) = raw_string_start(&s, i).filter(|_| !prev_ident) {
+            // r"..", r#".."#, br"..", cr"..": blank up to the matching quote and hashes.
+            while s[i] != '"' {
+                out.push(s[i]);
+                i += 1;
+            }
+            out.push('"');
+            i += 1;
+            while i < s.len() {
+                if s[i] == '"' && (1..=hashes).all(|k| s.get(i + k) == Some(&'#')) {
+                    break;
+                }
+                out.push(blank(s[i]));
+                i += 1;
+            }
+            out.push('"');
+            i += 1 + hashes;
+        } else if c == '\'' && (next == Some('\\') || s.get(i + 2) == Some(&'\'')) {
+            // A char literal ('x', '\n', '\u{..}'); a lifetime has no closing quote.
+            let mut j = if next == Some('\\') { i + 3 } else { i + 2 };
+            while j < s.len() && s[j] != '\'' {
+                j += 1;
+            }
+            out.push_str("' '");
+            i = j + 1;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out.lines().map(str::to_owned).collect()
+}
+
+/// The number of `#`s if a raw string literal starts at `i`.
+fn raw_string_start(s: &[char], i: usize) -> Option<usize> {
+    let mut j = i;
+    if matches!(s.get(j), Some('b' | 'c')) {
+        j += 1;
+    }
+    if s.get(j) != Some(&'r') {
+        return None;
+    }
+    j += 1;
+    let hashes = s[j..].iter().take_while(|&&c| c == '#').count();
+    (s.get(j + hashes) == Some(&'"')).then_some(hashes)
+}
+
+/// Whether `word` occurs in `line` with no identifier characters around it.
+fn contains_word(line: &str, word: &str) -> bool {
+    line.match_indices(word).any(|(at, _)| {
+        let before = line[..at].chars().next_back();
+        let after = line[at + word.len()..].chars().next();
+        !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
+    })
+}
+
+fn fail_if_any(what: &str, violations: &[String]) {
+    assert!(
+        violations.is_empty(),
+        "{what}:\n  {}",
+        violations.join("\n  ")
+    );
+}
+
+fn proto_src() -> PathBuf {
+    let src = project_root().join("crates/sockeye-proto/src");
+    assert!(src.is_dir(), "{} is missing", src.display());
+    src
+}
+
+/// The crate directories under `crates/`, sorted.
+fn crate_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = fs::read_dir(project_root().join("crates"))
+        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    dirs.retain(|d| d.join("Cargo.toml").is_file());
+    dirs.sort();
+    dirs
+}
+
+#[test]
+fn sans_io_core_has_no_tokio_or_clock() {
+    let src = proto_src();
+    let io_dir = src.join("io");
+    let mut violations = Vec::new();
+    for file in rust_files(&src, &|d| d == io_dir) {
+        // `io.rs` is the root of the `io` module, i.e. part of the driver.
+        if file == src.join("io.rs") {
+            continue;
+        }
+        for (n, line) in code_lines(&read(&file)).iter().enumerate() {
+            let tokio = line
+                .split(|c: char| !is_ident(c))
+                .any(|w| w == "tokio" || w.starts_with("tokio_"));
+            let compact: String = line.split_whitespace().collect();
+            let clock = ["Instant::now", "SystemTime::now"]
+                .iter()
+                .any(|w| contains_word(&compact, w));
+            if tokio || clock {
+                violations.push(format!("{}:{}: {}", rel(&file), n + 1, line.trim()));
+            }
+        }
+    }
+    fail_if_any(
+        "tokio or a clock used outside crates/sockeye-proto/src/io/",
+        &violations,
+    );
+}
+
+#[test]
+fn every_member_uses_workspace_lints() {
+    let root = project_root();
+    let mut manifests: Vec<PathBuf> = crate_dirs().iter().map(|d| d.join("Cargo.toml")).collect();
+    for dir in ["examples", "xtask", "benches"] {
+        manifests.push(root.join(dir).join("Cargo.toml"));
+    }
+    let mut violations = Vec::new();
+    for manifest in manifests.iter().filter(|m| m.is_file()) {
+        let text = read(manifest);
+        let mut in_lints = false;
+        let mut ok = false;
+        for line in text.lines() {
+            let line: String = line
+                .split('#')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            if line.starts_with('[') {
+                in_lints = line == "[lints]";
+            } else if in_lints && line == "workspace=true" {
+                ok = true;
+            }
+        }
+        if !ok {
+            violations.push(rel(manifest));
+        }
+    }
+    fail_if_any("manifests without `[lints] workspace = true`", &violations);
+}
+
+#[test]
+fn no_placeholders_in_shipped_code() {
+    let root = project_root();
+    let this_file = root.join("xtask/src/tidy.rs");
+    let patterns = ["todo!(", "unimplemented!(", "XXX", "FIXME"];
+    let mut violations = Vec::new();
+    for dir in ["crates", "examples", "xtask"] {
+        let skip_tests = |d: &Path| d.file_name().is_some_and(|n| n == "tests");
+        for file in rust_files(&root.join(dir), &skip_tests) {
+            if file == this_file {
+                continue;
+            }
+            for (n, line) in read(&file).lines().enumerate() {
+                if patterns.iter().any(|p| line.contains(p)) {
+                    violations.push(format!("{}:{}: {}", rel(&file), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    fail_if_any("placeholders in shipped code", &violations);
+}
+
+#[test]
+fn unsafe_only_in_mask() {
+    let mask = proto_src().join("mask.rs");
+    let mut violations = Vec::new();
+    for file in rust_files(&project_root().join("crates"), &|_| false) {
+        if file == mask {
+            continue;
+        }
+        for (n, line) in code_lines(&read(&file)).iter().enumerate() {
+            if contains_word(line, "unsafe") {
+                violations.push(format!("{}:{}: {}", rel(&file), n + 1, line.trim()));
+            }
+        }
+    }
+    for dir in crate_dirs() {
+        let lib = dir.join("src/lib.rs");
+        if dir.ends_with("sockeye-proto") || !lib.is_file() {
+            continue;
+        }
+        let code: String = code_lines(&read(&lib))
+            .concat()
+            .split_whitespace()
+            .collect();
+        let forbids = code.split("#![forbid(").skip(1).any(|rest| {
+            let list = rest.split(")]").next().unwrap_or("");
+            list.split(',').any(|lint| lint == "unsafe_code")
+        });
+        if !forbids {
+            violations.push(format!("{}: missing #![forbid(unsafe_code)]", rel(&lib)));
+        }
+    }
+    fail_if_any(
+        "unsafe outside crates/sockeye-proto/src/mask.rs",
+        &violations,
+    );
+}
+
+#[test]
+fn code_lines_strip_comments_and_literals() {
+    let src = r###"let a = "tokio"; // tokio
+/* unsafe
+   /* nested */ unsafe */ let b = 'x';
+let c = r#"unsafe "q" "#; let d = '"'; fn f<'a>(x: &'a str) {}
+let e = "multi
+line unsafe"; let g = b'\''; unsafe {}
+/// docs about tokio
+"###;
+    let lines = code_lines(src);
+    assert_eq!(lines.len(), 7);
+    assert_eq!(lines[0].trim_end(), r#"let a = "     ";"#);
+    assert_eq!(lines[1], "");
+    assert_eq!(lines[2].trim(), "let b = ' ';");
+    assert!(lines[3].contains("fn f<'a>(x: &'a str)"));
+    assert!(!lines[3].contains("unsafe"));
+    assert!(!lines[4].contains("unsafe"));
+    assert!(lines[5].contains("unsafe {}"));
+    assert_eq!(lines[6], "");
+}
+
+#[test]
+fn word_matching() {
+    assert!(contains_word("unsafe {", "unsafe"));
+    assert!(!contains_word("#![forbid(unsafe_code)]", "unsafe"));
+    assert!(contains_word("std::time::Instant::now()", "Instant::now"));
+    assert!(!contains_word("MyInstant::now()", "Instant::now"));
+}
