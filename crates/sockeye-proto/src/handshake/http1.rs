@@ -1,6 +1,6 @@
 //! HTTP/1.1 heads on the wire, for drivers that own the socket (the raw
 //! accept and client paths). Pure functions over bytes, with the limits of
-//! [`Config`](crate::Config): head size (431), header count (431) and
+//! [`Config`]: head size (431), header count (431) and
 //! request-target length (414).
 //!
 //! Callers look for the end of the head with [`find_head_end`], scanning only
@@ -21,16 +21,20 @@ pub const MAX_URI_LEN: usize = 8 << 10;
 
 /// The end of the head (just past the blank line) if it lies in `buf`.
 /// `from` is where the previous search stopped; bytes before it are not
-/// scanned again.
+/// scanned again. Empty lines before the start line are skipped, as the
+/// parsers do (RFC 9112 §2.2); a caller reading incrementally should drop
+/// them as they arrive ([`leading_empty_lines`]) so they are not rescanned.
 ///
 /// ```
 /// use sockeye_proto::handshake::http1::find_head_end;
 /// let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nrest";
 /// assert_eq!(find_head_end(head, 0), Some(27));
 /// assert_eq!(find_head_end(&head[..20], 0), None);
+/// assert_eq!(find_head_end(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", 0), Some(22));
 /// ```
 pub fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
-    let start = from.saturating_sub(3);
+    let lead = leading_empty_lines(buf);
+    let start = from.saturating_sub(3).max(lead);
     let hay = buf.get(start..)?;
     let mut i = 0;
     while i + 1 < hay.len() {
@@ -45,6 +49,18 @@ pub fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
         i += 1;
     }
     None
+}
+
+/// The length of the empty lines (`\r\n` or `\n`) at the start of `buf`.
+pub fn leading_empty_lines(buf: &[u8]) -> usize {
+    let mut lead = 0;
+    loop {
+        match &buf[lead..] {
+            [b'\r', b'\n', ..] => lead += 2,
+            [b'\n', ..] => lead += 1,
+            _ => return lead,
+        }
+    }
 }
 
 fn check_size(len: usize, config: &Config) -> Result<(), HandshakeError> {
@@ -262,6 +278,23 @@ mod tests {
             assert!(parse_request(bad, &Config::default()).is_err(), "{bad:?}");
         }
         assert!(parse_response(b"HTTP/1.1 abc OK\r\n\r\n", &Config::default()).is_err());
+    }
+
+    #[test]
+    fn leading_empty_lines_are_skipped_like_the_parser_does() {
+        // Found by the handshake_request fuzz target.
+        for wire in [
+            &b"\n\nGET / HTTP/1.1\n\n"[..],
+            b"\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+        ] {
+            let (_, n) = parse_request(wire, &Config::default()).unwrap().unwrap();
+            assert_eq!(find_head_end(wire, 0), Some(n));
+        }
+        let wire = b"\r\n\r\nHTTP/1.1 101 Switching Protocols\r\n\r\n";
+        let (_, n) = parse_response(wire, &Config::default()).unwrap().unwrap();
+        assert_eq!(find_head_end(wire, 0), Some(n));
+        assert_eq!(leading_empty_lines(b"\r\n\nx"), 3);
+        assert_eq!(leading_empty_lines(b"\r"), 0);
     }
 
     #[test]

@@ -170,6 +170,7 @@ where
 {
     let mut buf = BytesMut::with_capacity(1024);
     let mut searched = 0;
+    let mut dropped = 0;
     loop {
         if let Some(end) = http1::find_head_end(&buf, searched) {
             let Some((head, len)) = parse(&buf[..end], config)? else {
@@ -178,13 +179,25 @@ where
             let _ = buf.split_to(len);
             return Ok((head, buf));
         }
+        // Empty lines before the start line are ignored; drop them now so
+        // they are never scanned twice. They still count against the limit.
+        let lead = http1::leading_empty_lines(&buf);
+        if lead > 0 {
+            dropped += lead;
+            let _ = buf.split_to(lead);
+            searched = 0;
+            continue;
+        }
         searched = buf.len();
-        if buf.len() >= config.max_header_bytes() {
+        if buf.len() + dropped >= config.max_header_bytes() {
             // Parse what we have to tell "too many lines" from "too many bytes".
             parse(&buf, config)?;
             return Err(HandshakeError::HeadTooLarge.into());
         }
-        let room = (config.max_header_bytes() - buf.len()).clamp(1, 4096);
+        let room = config
+            .max_header_bytes()
+            .saturating_sub(buf.len() + dropped)
+            .clamp(1, 4096);
         buf.reserve(room);
         let n = (&mut *io).take(room as u64).read_buf(&mut buf).await?;
         if n == 0 {
