@@ -77,6 +77,48 @@ pub trait ClientExtension: Send + Sync + fmt::Debug {
     fn accept(&self, response: &ExtensionItem) -> Result<Box<dyn Extension>, HandshakeError>;
 }
 
+/// An extension agreed before the upgrade by a layer that parsed the offer
+/// (such as a permessage-deflate tower layer), recorded in the request's
+/// `http::Extensions`. The upgrade installs [`build`](Self::build) on the
+/// new connection; the layer answers with [`response`](Self::response) in
+/// the 101.
+#[derive(Clone)]
+pub struct AgreedExtension {
+    response: ExtensionItem,
+    make: std::sync::Arc<dyn Fn() -> Box<dyn Extension> + Send + Sync>,
+}
+
+impl AgreedExtension {
+    /// An agreement answered with `response`, built by `make`.
+    pub fn new<F>(response: ExtensionItem, make: F) -> Self
+    where
+        F: Fn() -> Box<dyn Extension> + Send + Sync + 'static,
+    {
+        Self {
+            response,
+            make: std::sync::Arc::new(make),
+        }
+    }
+
+    /// The `Sec-WebSocket-Extensions` element of the 101.
+    pub fn response(&self) -> &ExtensionItem {
+        &self.response
+    }
+
+    /// A fresh extension for one connection.
+    pub fn build(&self) -> Box<dyn Extension> {
+        (self.make)()
+    }
+}
+
+impl fmt::Debug for AgreedExtension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgreedExtension")
+            .field("response", &self.response)
+            .finish_non_exhaustive()
+    }
+}
+
 // ===== impl ExtensionItem =====
 
 /// One extension from a `Sec-WebSocket-Extensions` list: a name and its

@@ -1,5 +1,6 @@
 //! End-to-end behaviour over TCP: echo, fragmentation, pings, close paths,
 //! limits, pipelined bytes.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 
@@ -291,4 +292,32 @@ async fn sink_close_completes_the_handshake() {
     SinkExt::close(&mut ws).await.unwrap();
     assert!(ws.next().await.is_none());
     assert!(matches!(ws.send("after").await, Err(Error::Closed)));
+}
+
+#[tokio::test]
+async fn a_close_handle_closes_the_socket_from_another_task() {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = std::sync::Mutex::new(Some(tx));
+    let addr = server(Acceptor::new(), move |mut ws: WebSocket<TcpStream>| {
+        let tx = tx.lock().unwrap().take();
+        async move {
+            if let Some(tx) = tx {
+                let _ = tx.send(ws.close_handle());
+            }
+            // The handler only reads; the handle makes it close.
+            while ws.next().await.is_some() {}
+        }
+    })
+    .await;
+    let mut ws = client(addr, Config::default()).await;
+    let handle = rx.await.unwrap();
+    assert!(!handle.is_requested());
+    handle.close(CloseCode::GOING_AWAY, "draining");
+    let msg = ws.next().await.unwrap().unwrap();
+    assert_eq!(
+        msg,
+        Message::Close(Some(CloseFrame::new(CloseCode::GOING_AWAY, "draining")))
+    );
+    assert!(ws.next().await.is_none());
+    assert_eq!(ws.connection().close_code(), Some(CloseCode::GOING_AWAY));
 }

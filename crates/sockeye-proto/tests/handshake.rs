@@ -1,4 +1,5 @@
 //! The raw accept path over TCP: every rejection is a proper HTTP response.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Split halves in two tasks, and cancel safety of `next()`.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! frame, and when the transport may be closed.
 
 use super::{Role, State};
+use crate::close::CloseCode;
 
 /// The close-handshake flags of a connection.
 #[derive(Debug, Default)]
@@ -16,6 +17,9 @@ pub(super) struct CloseState {
     pub(super) eof: bool,
     /// The close timeout passed.
     pub(super) timed_out: bool,
+    /// The code of the first close frame, sent or received (1005 for a
+    /// received close without a code).
+    pub(super) first_code: Option<CloseCode>,
 }
 
 impl CloseState {
@@ -27,6 +31,18 @@ impl CloseState {
         } else {
             State::Open
         }
+    }
+
+    /// Records the first close frame of the handshake.
+    pub(super) fn note_code(&mut self, code: Option<CloseCode>) {
+        if self.first_code.is_none() {
+            self.first_code = Some(code.unwrap_or(CloseCode::NO_STATUS_RECEIVED));
+        }
+    }
+
+    /// The handshake completed (both close frames) without a failure.
+    pub(super) fn completed(&self) -> bool {
+        self.sent && self.received && !self.failed
     }
 
     /// No more messages will be produced.

@@ -159,6 +159,20 @@ impl Connection {
         self.close.state()
     }
 
+    /// How the close handshake ended: the code of the first close frame
+    /// (ours or the peer's; 1005 when the peer's had no code), once both
+    /// close frames were exchanged without a failure. `None` while open,
+    /// after a failure, or when the transport closed first.
+    ///
+    /// A reconnecting client uses it to tell a normal close (1000) from a
+    /// server going away (1001, 1012) that should be retried.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        self.close
+            .completed()
+            .then_some(self.close.first_code)
+            .flatten()
+    }
+
     // ===== events =====
 
     /// The next message from the peer: data, ping, pong or its close frame.

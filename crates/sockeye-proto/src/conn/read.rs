@@ -235,6 +235,7 @@ impl Connection {
 
     fn on_close(&mut self, payload: &[u8]) -> Result<(), Error> {
         let frame = CloseFrame::parse(payload)?;
+        self.close.note_code(frame.as_ref().map(|f| f.code));
         self.close.received = true;
         self.read.done = true;
         self.read.message = None;

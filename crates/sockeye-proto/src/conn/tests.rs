@@ -652,3 +652,22 @@ fn eof_before_close_is_abnormal() {
     assert!(matches!(s.handle_eof(), Err(Error::AbnormalClosure)));
     assert!(s.should_shutdown());
 }
+
+#[test]
+fn close_code_reports_the_first_close_frame_only_after_a_clean_handshake() {
+    let mut p = Pair::default_pair();
+    p.server.close(CloseCode::GOING_AWAY, "restart").unwrap();
+    assert_eq!(p.server.close_code(), None);
+    p.drive();
+    assert_eq!(p.client.close_code(), Some(CloseCode::GOING_AWAY));
+    assert_eq!(p.server.close_code(), Some(CloseCode::GOING_AWAY));
+
+    let mut p = Pair::default_pair();
+    p.client.close(CloseCode::NORMAL, "").unwrap();
+    p.drive();
+    assert_eq!(p.client.close_code(), Some(CloseCode::NORMAL));
+
+    let mut s = server();
+    let _ = feed(&mut s, &frame(true, 0, 0x1, None, b"unmasked"));
+    assert_eq!(s.close_code(), None, "a failure is not a clean close");
+}

@@ -153,6 +153,7 @@ impl Connection {
 
     /// Queues our close frame; nothing may follow it.
     pub(super) fn write_close(&mut self, frame: Option<CloseFrame>) {
+        self.close.note_code(frame.as_ref().map(|f| f.code));
         let payload = frame.map(|f| f.to_payload()).unwrap_or_default();
         self.write_frame(true, Rsv::NONE, OpCode::Close, &payload);
         self.close.sent = true;

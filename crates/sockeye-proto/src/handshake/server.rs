@@ -50,13 +50,32 @@ pub struct UpgradeRequest {
 /// assert_eq!(resp.headers()["sec-websocket-accept"], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
 /// ```
 pub fn validate(req: &request::Parts) -> Result<UpgradeRequest, HandshakeError> {
-    if req.method != Method::GET {
+    validate_head(&req.method, req.version, &req.headers)
+}
+
+/// [`validate`] for a whole request (the body is not looked at).
+pub fn validate_request<B>(req: &http::Request<B>) -> Result<UpgradeRequest, HandshakeError> {
+    validate_head(req.method(), req.version(), req.headers())
+}
+
+/// Whether a request asks for a WebSocket upgrade at all (`Upgrade:
+/// websocket`), before any other check: a service uses it to send plain
+/// requests to a fallback instead of answering 426.
+pub fn is_upgrade_request(headers: &http::HeaderMap) -> bool {
+    has_token(headers, &UPGRADE, "Upgrade", "websocket").unwrap_or(false)
+}
+
+fn validate_head(
+    method: &Method,
+    version: Version,
+    headers: &http::HeaderMap,
+) -> Result<UpgradeRequest, HandshakeError> {
+    if method != Method::GET {
         return Err(HandshakeError::MethodNotAllowed);
     }
-    if req.version < Version::HTTP_11 {
+    if version < Version::HTTP_11 {
         return Err(HandshakeError::UnsupportedHttpVersion);
     }
-    let headers = &req.headers;
     if headers.get_all(HOST).iter().count() != 1 {
         return Err(HandshakeError::MissingHost);
     }

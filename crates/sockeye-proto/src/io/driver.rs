@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant as TokioInstant, Sleep};
 use tokio_util::io::poll_read_buf;
 
+use super::handle::CloseRequest;
 use crate::conn::Connection;
 use crate::error::Error;
 use crate::message::Message;
@@ -39,6 +40,8 @@ pub(crate) struct Driver<S> {
     shut_down: bool,
     /// The stream has ended: `None` from now on.
     pub(crate) done: bool,
+    /// Set once a [`CloseHandle`](super::CloseHandle) was made.
+    pub(crate) close_request: Option<std::sync::Arc<CloseRequest>>,
 }
 
 impl<S> std::fmt::Debug for Driver<S> {
@@ -74,6 +77,7 @@ where
             read_eof: false,
             shut_down: false,
             done: false,
+            close_request: None,
         }
     }
 
@@ -129,8 +133,22 @@ where
         Poll::Ready(Ok(()))
     }
 
+    /// Applies a close requested through a `CloseHandle`.
+    fn poll_close_request(&mut self, cx: &Context<'_>) {
+        let Some(req) = &self.close_request else {
+            return;
+        };
+        if let Some(frame) = req.poll_take(cx)
+            && self.conn.state() == crate::State::Open
+        {
+            let _ = self.conn.close(frame.code, frame.reason.as_str());
+            self.tick();
+        }
+    }
+
     /// Sink readiness: below the high-water mark (writing to get there).
     pub(crate) fn poll_ready(&mut self, wcx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.poll_close_request(wcx);
         if self.done || self.conn.state() != crate::State::Open {
             return Poll::Ready(Err(Error::Closed));
         }
@@ -189,6 +207,7 @@ where
         cx: &mut Context<'_>,
         wcx: &mut Context<'_>,
     ) -> Poll<Option<Result<Message, Error>>> {
+        self.poll_close_request(cx);
         loop {
             if let Some(message) = self.conn.poll_event() {
                 return Poll::Ready(Some(Ok(message)));

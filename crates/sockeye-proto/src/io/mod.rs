@@ -5,6 +5,7 @@
 mod accept;
 mod client;
 mod driver;
+mod handle;
 mod split;
 
 use std::future::poll_fn;
@@ -26,6 +27,7 @@ use crate::message::{Message, PreparedMessage};
 
 pub use self::accept::{Accepted, Acceptor, accept};
 pub use self::client::client_handshake;
+pub use self::handle::CloseHandle;
 pub use self::split::{ReadHalf, ReunitError, WriteHalf};
 
 /// A WebSocket connection over a tokio transport: a [`Stream`] of incoming
@@ -143,6 +145,17 @@ where
                 Some(Err(e)) => return Poll::Ready(Err(e)),
             }
         }
+    }
+
+    /// A handle that closes this socket from another task: the close frame
+    /// goes out the next time the socket is polled (a reading task is woken).
+    pub fn close_handle(&mut self) -> CloseHandle {
+        let req = self
+            .driver
+            .close_request
+            .get_or_insert_with(Default::default)
+            .clone();
+        CloseHandle::new(req)
     }
 
     /// The state machine (for its state, configuration and extension).
