@@ -8,9 +8,8 @@
 
 use futures_util::{SinkExt, StreamExt};
 use sockeye_examples::{Args, runtime};
-use sockeye_proto::handshake::client::ClientRequest;
-use sockeye_proto::{Config, Error, Message, WebSocket, client_handshake};
-use tokio::net::TcpStream;
+use sockeye_hyper::client::{ClientBuilder, WebSocket};
+use sockeye_hyper::{Config, Error, Message};
 
 const USAGE: &str = "usage: autobahn_client --url ws://HOST:PORT [--agent NAME] [--cases PATTERN]";
 
@@ -52,21 +51,22 @@ async fn run(
         }
     }
     let mut ws = connect(&format!("{url}/updateReports?agent={agent}")).await?;
-    ws.close(sockeye_proto::CloseCode::NORMAL, "").await?;
+    ws.close(sockeye_hyper::CloseCode::NORMAL, "").await?;
     println!("reports updated");
     Ok(())
 }
 
-async fn connect(url: &str) -> Result<WebSocket<TcpStream>, Error> {
-    let request = ClientRequest::new(url);
-    let (_, handshake) = ClientRequest::new(url).build()?;
-    let tcp = TcpStream::connect((handshake.host(), handshake.port())).await?;
-    tcp.set_nodelay(true)?;
+/// Connects with the sockeye-hyper client (no proxy: the suite is local).
+async fn connect(url: &str) -> Result<WebSocket, Error> {
     let config = Config::builder()
         .max_message_size(64 << 20)
         .max_frame_size(64 << 20)
         .build();
-    let (ws, _) = client_handshake(tcp, request, config).await?;
+    let (ws, _) = ClientBuilder::new(url)
+        .no_proxy()
+        .config(config)
+        .connect()
+        .await?;
     Ok(ws)
 }
 
@@ -81,7 +81,7 @@ async fn fetch_text(url: &str) -> Result<String, Box<dyn std::error::Error>> {
     Ok(text)
 }
 
-async fn echo_case(url: &str) -> Result<(), Error> {
+async fn echo_case(url: &str) -> Result<(), Box<dyn std::error::Error>> {
     let mut ws = connect(url).await?;
     let mut first_error = None;
     while let Some(msg) = ws.next().await {
@@ -95,7 +95,7 @@ async fn echo_case(url: &str) -> Result<(), Error> {
             }
         }
     }
-    first_error.map_or(Ok(()), Err)
+    first_error.map_or(Ok(()), |e| Err(e.into()))
 }
 
 /// `*` matches any run of characters; everything else matches itself.

@@ -26,8 +26,10 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Which side of sockeye is tested.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Side {
-    /// `echo_server`, driven by `wstest -m fuzzingclient`.
+    /// `echo_server` (hyper + UpgradeService), driven by `wstest -m fuzzingclient`.
     Server,
+    /// `echo_server --raw` (sockeye-proto's own accept path), same driver.
+    ServerRaw,
     /// `autobahn_client`, against `wstest -m fuzzingserver`.
     Client,
 }
@@ -36,6 +38,7 @@ impl Side {
     fn name(self) -> &'static str {
         match self {
             Side::Server => "server",
+            Side::ServerRaw => "server-raw",
             Side::Client => "client",
         }
     }
@@ -43,7 +46,7 @@ impl Side {
     /// The committed spec template, named after wstest's mode.
     fn template(self) -> &'static str {
         match self {
-            Side::Server => "fuzzingclient.json",
+            Side::Server | Side::ServerRaw => "fuzzingclient.json",
             Side::Client => "fuzzingserver.json",
         }
     }
@@ -52,8 +55,13 @@ impl Side {
         autobahn_dir().join("reports").join(self.name())
     }
 
+    /// Both server paths must give the same results.
     fn expected_file(self) -> PathBuf {
-        autobahn_dir().join(format!("expected-results-{}.json", self.name()))
+        let name = match self {
+            Side::Server | Side::ServerRaw => "server",
+            Side::Client => "client",
+        };
+        autobahn_dir().join(format!("expected-results-{name}.json"))
     }
 }
 
@@ -130,7 +138,7 @@ fn example_binary(name: &str) -> PathBuf {
 /// Runs the selected sides; both run even if the first fails.
 pub(crate) fn run_autobahn(opts: &Options) -> Result {
     // Reject a bad --cases pattern before installing or building anything.
-    for (selected, side) in [(opts.server, Side::Server), (opts.client, Side::Client)] {
+    for (selected, side) in sides(opts) {
         if selected {
             load_spec(side, 0, opts.cases.as_deref())?;
         }
@@ -148,13 +156,13 @@ pub(crate) fn run_autobahn(opts: &Options) -> Result {
         "autobahn_client",
     ]))?;
     let mut failed = Vec::new();
-    for (selected, side) in [(opts.server, Side::Server), (opts.client, Side::Client)] {
+    for (selected, side) in sides(opts) {
         if !selected {
             continue;
         }
         println!("\n== autobahn {} ==", side.name());
         let outcome = match side {
-            Side::Server => test_server(&wstest, opts),
+            Side::Server | Side::ServerRaw => test_server(&wstest, side, opts),
             Side::Client => test_client(&wstest, opts),
         }
         .and_then(|()| check_results(side, opts));
@@ -168,6 +176,15 @@ pub(crate) fn run_autobahn(opts: &Options) -> Result {
     } else {
         Err(format!("autobahn failed ({})", failed.join("; ")).into())
     }
+}
+
+/// Every side and whether it was asked for (`server` covers both server paths).
+fn sides(opts: &Options) -> [(bool, Side); 3] {
+    [
+        (opts.server, Side::Server),
+        (opts.server, Side::ServerRaw),
+        (opts.client, Side::Client),
+    ]
 }
 
 /// The committed template for `side`, made effective.
@@ -189,15 +206,17 @@ fn write_spec(side: Side, port: u16, cases: Option<&str>) -> Result<PathBuf> {
     Ok(spec_path)
 }
 
-/// wstest's fuzzing client against `echo_server`.
-fn test_server(wstest: &Path, opts: &Options) -> Result {
+/// wstest's fuzzing client against `echo_server` (with `--raw` for the
+/// raw accept path).
+fn test_server(wstest: &Path, side: Side, opts: &Options) -> Result {
     let port = free_port()?;
-    let spec = write_spec(Side::Server, port, opts.cases.as_deref())?;
-    let mut server = spawn(
-        Command::new(example_binary("echo_server"))
-            .args(["--addr", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::piped()),
-    )?;
+    let spec = write_spec(side, port, opts.cases.as_deref())?;
+    let mut cmd = Command::new(example_binary("echo_server"));
+    cmd.args(["--addr", &format!("127.0.0.1:{port}")]);
+    if side == Side::ServerRaw {
+        cmd.arg("--raw");
+    }
+    let mut server = spawn(cmd.stdout(Stdio::piped()))?;
     wait_until_listening(&mut server)?;
     run(Command::new(wstest)
         .args(["-m", "fuzzingclient", "-s"])

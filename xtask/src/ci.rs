@@ -28,6 +28,7 @@ const STAGES: &[Stage] = &[
                 "clippy",
                 "--workspace",
                 "--all-targets",
+                "--all-features",
                 "--locked",
                 "--",
                 "-D",
@@ -38,20 +39,30 @@ const STAGES: &[Stage] = &[
     Stage {
         name: "doc",
         run: || {
-            let mut cmd = cargo_cmd(["doc", "--workspace", "--no-deps", "--locked"]);
+            let mut cmd = cargo_cmd([
+                "doc",
+                "--workspace",
+                "--no-deps",
+                "--all-features",
+                "--locked",
+            ]);
             run(cmd.env("RUSTDOCFLAGS", "-D warnings"))
         },
     },
     Stage {
-        name: "proto-no-default-features",
+        name: "no-default-features",
         run: || {
-            run(&mut cargo_cmd([
-                "check",
-                "-p",
-                "sockeye-proto",
-                "--no-default-features",
-                "--locked",
-            ]))
+            // The sans-IO core alone, and the hyper crate without TLS.
+            for krate in ["sockeye-proto", "sockeye-hyper"] {
+                run(&mut cargo_cmd([
+                    "check",
+                    "-p",
+                    krate,
+                    "--no-default-features",
+                    "--locked",
+                ]))?;
+            }
+            Ok(())
         },
     },
     Stage {

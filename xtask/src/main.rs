@@ -6,6 +6,7 @@
 mod autobahn;
 mod ci;
 mod fuzz;
+mod system;
 mod test;
 #[cfg(test)]
 mod tidy;

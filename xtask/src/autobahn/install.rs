@@ -5,10 +5,10 @@
 //! Every step checks first, so running this again is cheap and harmless.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
+use crate::system::{apt_install, is_root};
 use crate::util::{Result, probe, run, write_file};
 
 /// Debian's own interpreter, by path: a pyenv shim named `python2.7` may
@@ -68,10 +68,6 @@ fn works(wstest: &Path) -> bool {
     wstest.is_file() && probe(Command::new(wstest).arg("--help"))
 }
 
-fn is_root() -> bool {
-    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
 /// Python 2.7 from Debian bullseye (Debian 12 no longer ships it).
 fn install_python2() -> Result {
     if !is_root() {
@@ -86,13 +82,11 @@ fn install_python2() -> Result {
         println!("writing {BULLSEYE_SOURCES} (Debian bullseye, for python2.7)");
         write_file(Path::new(BULLSEYE_SOURCES), BULLSEYE_ENTRY)?;
     }
-    run(Command::new("apt-get")
-        .args(["update", "-qq"])
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "python2.7", "python2.7-dev"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdout(Stdio::null()))
+    apt_install(
+        &["python2.7", "python2.7-dev"],
+        "the Autobahn TestSuite runs on Python 2.7",
+        true,
+    )
 }
 
 /// pip 20.3.4 (the last for Python 2), run straight from its wheel to install itself.

@@ -1,0 +1,98 @@
+//! # sockeye-hyper
+//!
+//! WebSocket on hyper 1.x and axum, and a client for `ws://` and `wss://`.
+//!
+//! ## Server
+//!
+//! - [`server::upgrade`] turns a hyper request into the 101 response and a
+//!   future of the socket, for hand-written services.
+//! - [`server::UpgradeService`] is a tower `Service<Request<B>>` that
+//!   upgrades WebSocket requests, runs a [`server::Handler`] per socket in its
+//!   own task, and sends other requests to a fallback (426 by default), so
+//!   one port serves a page and its socket. [`server::Callbacks`] gives the
+//!   browser API's `onopen`/`onmessage`/`onclose` style on top.
+//! - [`axum::WebSocketUpgrade`] (feature `axum`) is the same in axum's shape.
+//! - [`server::Drain`] closes every socket with 1001 (or 1012) on shutdown
+//!   and waits a bounded time for the close handshakes.
+//!
+//! Tower layers go in front and decide before the upgrade: each records its
+//! decision in the request's `http::Extensions` (an identity, the agreed
+//! permessage-deflate parameters as
+//! [`AgreedExtension`](sockeye_proto::extension::AgreedExtension)); the
+//! upgrade executes it, and the handler sees the extensions.
+//!
+//! ```text
+//! hyper http1 (with_upgrades) ─► [Origin] ─► [Auth] ─► [Deflate] ─► UpgradeService ─► handler(ws, handshake)
+//!                                 403          401/403   agreement    400/405/426/431/503
+//! ```
+//!
+//! Server sockets keep dead peers in check by default: a ping after 30 s of
+//! silence, close 1011 if 30 s more pass without an answer
+//! ([`server::default_config`]).
+//!
+//! A whole server and client on loopback:
+//!
+//! ```
+//! use hyper_util::{rt::TokioIo, service::TowerToHyperService};
+//! use sockeye_hyper::server::{Handshake, UpgradeService, WebSocket};
+//! use sockeye_hyper::{Message, client::ClientBuilder};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Server: shout back every text message.
+//! let service = UpgradeService::new(|mut ws: WebSocket, _hs: Handshake| async move {
+//!     while let Some(Ok(Message::Text(t))) = ws.recv().await {
+//!         let _ = ws.send(t.to_uppercase()).await;
+//!     }
+//! });
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! tokio::spawn(async move {
+//!     let (tcp, _) = listener.accept().await.unwrap();
+//!     let conn = hyper::server::conn::http1::Builder::new()
+//!         .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
+//!     let _ = conn.with_upgrades().await;
+//! });
+//!
+//! // Client.
+//! let (mut ws, _) = ClientBuilder::new(format!("ws://{addr}/")).no_proxy().connect().await?;
+//! ws.send("hello").await?;
+//! assert_eq!(ws.recv().await.transpose()?, Some(Message::text("HELLO")));
+//! # Ok(()) }
+//! ```
+//!
+//! ## Client
+//!
+//! [`client::connect`] and [`client::ClientBuilder`]: extra headers,
+//! subprotocols, limits, connect timeout, TLS with webpki roots (or your own
+//! rustls config), HTTP CONNECT proxies given explicitly or through
+//! `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY`, and
+//! [`client::Reconnect`] for a fresh socket after every drop.
+//!
+//! ## `WEBSOCKETS_DISABLE`
+//!
+//! With `WEBSOCKETS_DISABLE` set to `1`, `true` or `yes`, servers answer
+//! upgrades with 503 (plain requests still reach the fallback) and clients
+//! fail at once with [`Error::Disabled`]. Builders override it either way.
+//!
+//! ## Features
+//!
+//! | feature | default | enables |
+//! |---|---|---|
+//! | `tls` | yes | `wss://` for the client (rustls with ring, webpki roots) |
+//! | `axum` | no | [`axum::WebSocketUpgrade`] |
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(feature = "axum")]
+pub mod axum;
+mod body;
+pub mod client;
+mod disable;
+mod error;
+pub mod server;
+
+pub use body::{Body, BoxError};
+pub use disable::{DISABLE_ENV, disabled_by_env};
+pub use error::Error;
+pub use sockeye_proto::{CloseCode, CloseFrame, Config, Message};

@@ -1,0 +1,99 @@
+//! The transport of an upgraded connection: the TCP stream itself when hyper
+//! served a plain `TcpStream` (no indirection), else hyper's `Upgraded`.
+
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// The stream under a server-side [`WebSocket`](super::WebSocket).
+#[derive(Debug)]
+pub struct ServerIo(Inner);
+
+#[derive(Debug)]
+enum Inner {
+    Tcp(TcpStream),
+    Upgraded(TokioIo<hyper::upgrade::Upgraded>),
+}
+
+impl ServerIo {
+    /// Unwraps hyper's upgraded connection; returns the stream and the bytes
+    /// hyper had already read past the request, which belong to the socket.
+    pub(crate) fn new(upgraded: hyper::upgrade::Upgraded) -> (Self, Bytes) {
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => (Self(Inner::Tcp(parts.io.into_inner())), parts.read_buf),
+            // hyper replays its buffered bytes itself on this path.
+            Err(upgraded) => (Self(Inner::Upgraded(TokioIo::new(upgraded))), Bytes::new()),
+        }
+    }
+
+    /// The TCP stream, when the connection was a plain TCP one.
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match &self.0 {
+            Inner::Tcp(tcp) => Some(tcp),
+            Inner::Upgraded(_) => None,
+        }
+    }
+}
+
+impl AsyncRead for ServerIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Inner::Upgraded(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ServerIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match &mut self.get_mut().0 {
+            Inner::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Inner::Upgraded(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match &mut self.get_mut().0 {
+            Inner::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Inner::Upgraded(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.0 {
+            Inner::Tcp(s) => s.is_write_vectored(),
+            Inner::Upgraded(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Inner::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Inner::Upgraded(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Inner::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Inner::Upgraded(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}

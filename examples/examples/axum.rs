@@ -1,0 +1,59 @@
+//! An axum app: a page at `/` whose script opens a socket at `/ws` and echoes
+//! what you type.
+//!
+//! ```text
+//! cargo run --example axum -- [--addr 127.0.0.1:3000]
+//! ```
+
+use axum::Router;
+use axum::response::{Html, Response};
+use axum::routing::get;
+use futures_util::StreamExt;
+use sockeye_examples::Args;
+use sockeye_hyper::Message;
+use sockeye_hyper::axum::WebSocketUpgrade;
+
+const PAGE: &str = r#"<!doctype html>
+<meta charset="utf-8"><title>sockeye + axum</title>
+<style>body{font:16px system-ui;margin:2em;max-width:40em}#log{white-space:pre-wrap;border:1px solid #ccc;padding:.5em;min-height:8em}</style>
+<h1>sockeye + axum</h1>
+<p>Status: <b id="status">connecting</b></p>
+<form id="f"><input id="msg" autofocus placeholder="say something"> <button>send</button></form>
+<div id="log"></div>
+<script>
+const log = (t) => { document.getElementById('log').textContent += t + '\n'; };
+const ws = new WebSocket(`ws://${location.host}/ws`);
+ws.onopen = () => { document.getElementById('status').textContent = 'open'; };
+ws.onclose = (e) => { document.getElementById('status').textContent = `closed (${e.code})`; };
+ws.onmessage = (e) => log('< ' + e.data);
+document.getElementById('f').onsubmit = (e) => {
+  e.preventDefault();
+  const m = document.getElementById('msg');
+  ws.send(m.value); log('> ' + m.value); m.value = '';
+};
+</script>
+"#;
+
+async fn ws(upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(|mut socket| async move {
+        while let Some(Ok(msg)) = socket.next().await {
+            if let Message::Text(text) = msg
+                && socket.send(format!("echo: {text}")).await.is_err()
+            {
+                break;
+            }
+        }
+    })
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let args = Args::parse("usage: axum [--addr HOST:PORT]", &["addr"], &[]);
+    let addr = args.value("addr").unwrap_or("127.0.0.1:3000").to_owned();
+    let app = Router::new()
+        .route("/", get(|| async { Html(PAGE) }))
+        .route("/ws", get(ws));
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!("listening on {}", listener.local_addr()?);
+    axum::serve(listener, app).await
+}

@@ -1,0 +1,129 @@
+//! A line client: every line typed on stdin is sent as a text message; every
+//! message received is printed.
+//!
+//! ```text
+//! cargo run --example client -- URL [--proxy URL] [--header 'K: V']... [--protocol P]... [--reconnect]
+//! ```
+//! `--proxy` tunnels through an HTTP CONNECT proxy (otherwise `HTTPS_PROXY`,
+//! `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` apply). `--reconnect` reconnects
+//! with backoff after each drop, until a normal close or the end of stdin.
+
+use futures_util::{SinkExt, StreamExt};
+use sockeye_examples::{Args, runtime};
+use sockeye_hyper::Message;
+use sockeye_hyper::client::{ClientBuilder, ReconnectEvent};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+
+const USAGE: &str =
+    "usage: client URL [--proxy URL] [--header 'K: V']... [--protocol P]... [--reconnect]";
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse(USAGE, &["proxy", "header", "protocol"], &["reconnect"]);
+    let Some(url) = args.positional().first().cloned() else {
+        eprintln!("{USAGE}");
+        std::process::exit(2);
+    };
+    let mut builder = ClientBuilder::new(url);
+    if let Some(proxy) = args.value("proxy") {
+        builder = builder.proxy(proxy)?;
+    }
+    for header in args.values("header") {
+        let Some((name, value)) = header.split_once(':') else {
+            return Err(format!("--header wants 'Name: value', got {header:?}").into());
+        };
+        builder = builder.header(name.trim(), value.trim());
+    }
+    builder = builder.protocols(args.values("protocol").iter().cloned());
+    let reconnect = args.switch("reconnect");
+    runtime(1)?.block_on(run(builder, reconnect))
+}
+
+async fn run(builder: ClientBuilder, reconnect: bool) -> Result<(), Box<dyn std::error::Error>> {
+    // Lines from stdin; `None` at end of input.
+    let (tx, mut lines) = mpsc::channel::<String>(64);
+    tokio::spawn(async move {
+        let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = stdin.next_line().await {
+            if tx.send(line).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    if !reconnect {
+        let (ws, response) = builder.connect().await?;
+        print_protocol(&response);
+        session(ws, &mut lines).await;
+        return Ok(());
+    }
+    let mut connector = builder.reconnecting();
+    while let Some(event) = connector.next().await {
+        match event {
+            ReconnectEvent::Connected { socket, attempt } => {
+                eprintln!("connected (attempt {attempt})");
+                if session(socket, &mut lines).await == End::Stdin {
+                    connector.stop();
+                }
+            }
+            ReconnectEvent::Retrying {
+                attempt,
+                error,
+                delay,
+            } => {
+                eprintln!("attempt {attempt} failed: {error}; retrying in {delay:.1?}");
+            }
+            ReconnectEvent::GaveUp(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
+}
+
+fn print_protocol(response: &http::Response<()>) {
+    if let Some(p) = response.headers().get("sec-websocket-protocol") {
+        eprintln!("subprotocol: {}", p.to_str().unwrap_or("?"));
+    }
+}
+
+#[derive(PartialEq)]
+enum End {
+    Stdin,
+    Socket,
+}
+
+async fn session<W>(mut ws: W, lines: &mut mpsc::Receiver<String>) -> End
+where
+    W: futures_util::Stream<Item = Result<Message, sockeye_proto::Error>>
+        + futures_util::Sink<Message, Error = sockeye_proto::Error>
+        + Unpin,
+{
+    loop {
+        tokio::select! {
+            line = lines.recv() => match line {
+                Some(line) => {
+                    if let Err(e) = ws.send(Message::text(line)).await {
+                        eprintln!("send failed: {e}");
+                        return End::Socket;
+                    }
+                }
+                None => {
+                    let _ = ws.close().await;
+                    return End::Stdin;
+                }
+            },
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(t))) => println!("{t}"),
+                Some(Ok(Message::Binary(b))) => println!("<{} bytes>", b.len()),
+                Some(Ok(Message::Close(frame))) => {
+                    match frame {
+                        Some(f) => eprintln!("closed by the server: {} {}", f.code, f.reason),
+                        None => eprintln!("closed by the server"),
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => eprintln!("error: {e}"),
+                None => return End::Socket,
+            },
+        }
+    }
+}
