@@ -7,6 +7,7 @@
 //! `PATTERN` selects case ids (e.g. `6.4.*`, `9.1.6`); `*` matches anything.
 
 use futures_util::{SinkExt, StreamExt};
+use sockeye_deflate::DeflateConfig;
 use sockeye_examples::{Args, runtime};
 use sockeye_hyper::client::{ClientBuilder, WebSocket};
 use sockeye_hyper::{Config, Error, Message};
@@ -56,15 +57,22 @@ async fn run(
     Ok(())
 }
 
-/// Connects with the sockeye-hyper client (no proxy: the suite is local).
+/// Connects with the sockeye-hyper client (no proxy: the suite is local),
+/// offering permessage-deflate (cases 12.* and 13.*; the other cases decline it).
 async fn connect(url: &str) -> Result<WebSocket, Error> {
     let config = Config::builder()
         .max_message_size(64 << 20)
         .max_frame_size(64 << 20)
         .build();
+    // Keep our context (the server may still ask us not to) and compress
+    // everything: the cases check compression of every size.
+    let deflate = DeflateConfig::new()
+        .server_no_context_takeover(false)
+        .threshold(0);
     let (ws, _) = ClientBuilder::new(url)
         .no_proxy()
         .config(config)
+        .deflate(deflate)
         .connect()
         .await?;
     Ok(ws)

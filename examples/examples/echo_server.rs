@@ -4,33 +4,51 @@
 //!
 //! ```text
 //! cargo run --release --example echo_server -- --addr 127.0.0.1:9001 [--threads N] [--raw]
-//!     [--tls-cert cert.pem --tls-key key.pem]
+//!     [--deflate] [--tls-cert cert.pem --tls-key key.pem]
 //! ```
 //! Prints `listening on ADDR` once ready. `--threads 1` runs a current-thread
 //! runtime; otherwise a multi-thread runtime with N workers (default: one per
 //! core). By default it serves through hyper and sockeye-hyper's
 //! `UpgradeService`; `--raw` uses sockeye-proto's own accept path instead.
-//! With a certificate and key it serves `wss://`. Ctrl-C or SIGTERM drains:
-//! every open socket gets close 1001, then the process exits.
+//! `--deflate` accepts permessage-deflate offers. With a certificate and key
+//! it serves `wss://`. Ctrl-C or SIGTERM drains: every open socket gets close
+//! 1001, then the process exits.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
+use sockeye_deflate::{DeflateConfig, DeflateLayer};
 use sockeye_examples::{Args, runtime, tls_acceptor};
+use sockeye_hyper::Body;
 use sockeye_hyper::server::{Drain, Handshake, UpgradeService, WebSocket};
 use sockeye_proto::{Acceptor, Config, Message};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tower::Layer;
 
-const USAGE: &str = "usage: echo_server [--addr HOST:PORT] [--threads N] [--raw] \
+const USAGE: &str = "usage: echo_server [--addr HOST:PORT] [--threads N] [--raw] [--deflate] \
                      [--tls-cert PEM --tls-key PEM]";
 
+struct Options {
+    raw: bool,
+    deflate: bool,
+    tls: Option<TlsAcceptor>,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse(USAGE, &["addr", "threads", "tls-cert", "tls-key"], &["raw"]);
+    let args = Args::parse(
+        USAGE,
+        &["addr", "threads", "tls-cert", "tls-key"],
+        &["raw", "deflate"],
+    );
     let addr = args.value("addr").unwrap_or("127.0.0.1:9001").to_owned();
     let threads = args.parsed("threads", 0usize);
     let tls = match (args.value("tls-cert"), args.value("tls-key")) {
@@ -38,8 +56,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (None, None) => None,
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
-    let raw = args.switch("raw");
-    runtime(threads)?.block_on(serve(addr, raw, tls))?;
+    let options = Options {
+        raw: args.switch("raw"),
+        deflate: args.switch("deflate"),
+        tls,
+    };
+    runtime(threads)?.block_on(serve(addr, options))?;
     Ok(())
 }
 
@@ -52,30 +74,32 @@ fn config() -> Config {
         .build()
 }
 
-async fn serve(addr: String, raw: bool, tls: Option<TlsAcceptor>) -> std::io::Result<()> {
+async fn serve(addr: String, options: Options) -> std::io::Result<()> {
     let listener = TcpListener::bind(&addr).await?;
-    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    let scheme = if options.tls.is_some() { "wss" } else { "ws" };
     println!("listening on {}", listener.local_addr()?);
     eprintln!(
-        "echo server: {scheme}://{}/ ({})",
+        "echo server: {scheme}://{}/ ({}{})",
         listener.local_addr()?,
-        if raw { "raw accept" } else { "hyper" }
+        if options.raw { "raw accept" } else { "hyper" },
+        if options.deflate {
+            ", permessage-deflate"
+        } else {
+            ""
+        }
     );
-
     let drain = Drain::new();
     let service = UpgradeService::new(echo_hyper)
         .config(config())
         .drain(&drain);
-    let acceptor = Arc::new(Acceptor::new().config(config()));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut shutdown = std::pin::pin!(shutdown_signal());
-    loop {
-        let (tcp, _) = tokio::select! {
-            accepted = listener.accept() => accepted?,
-            () = &mut shutdown => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        if raw {
+    let tls = options.tls;
+    if options.raw {
+        let mut acceptor = Acceptor::new().config(config());
+        if options.deflate {
+            acceptor = acceptor.extension(Arc::new(DeflateConfig::new()));
+        }
+        let acceptor = Arc::new(acceptor);
+        accept_loop(listener, &drain, move |tcp, _stop| {
             let acceptor = Arc::clone(&acceptor);
             let tls = tls.clone();
             tokio::spawn(async move {
@@ -87,37 +111,31 @@ async fn serve(addr: String, raw: bool, tls: Option<TlsAcceptor>) -> std::io::Re
                     None => echo_raw(&acceptor, tcp).await,
                 }
             });
-            continue;
-        }
-        let svc = TowerToHyperService::new(service.clone());
-        let tls = tls.clone();
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            let builder = hyper::server::conn::http1::Builder::new();
-            match tls {
-                None => {
-                    serve_http(
-                        builder
-                            .serve_connection(TokioIo::new(tcp), svc)
-                            .with_upgrades(),
-                        &mut stop,
-                    )
-                    .await
-                }
-                Some(tls) => {
-                    let Ok(stream) = tls.accept(tcp).await else {
-                        return;
-                    };
-                    serve_http(
-                        builder
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .with_upgrades(),
-                        &mut stop,
-                    )
-                    .await;
-                }
-            }
-        });
+        })
+        .await
+    } else if options.deflate {
+        let service = DeflateLayer::new(DeflateConfig::new()).layer(service);
+        accept_loop(listener, &drain, hyper_connection(service, tls)).await
+    } else {
+        accept_loop(listener, &drain, hyper_connection(service, tls)).await
+    }
+}
+
+/// Accepts until Ctrl-C or SIGTERM, handing each connection to `on_conn`,
+/// then drains the sockets.
+async fn accept_loop<F>(listener: TcpListener, drain: &Drain, on_conn: F) -> std::io::Result<()>
+where
+    F: Fn(TcpStream, watch::Receiver<bool>),
+{
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        on_conn(tcp, stop_rx.clone());
     }
     // Plain HTTP connections finish their request and close; sockets drain.
     let _ = stop_tx.send(true);
@@ -133,10 +151,50 @@ async fn serve(addr: String, raw: bool, tls: Option<TlsAcceptor>) -> std::io::Re
     Ok(())
 }
 
-/// Serves one HTTP connection; on shutdown lets it finish its request.
-async fn serve_http<C>(conn: C, stop: &mut tokio::sync::watch::Receiver<bool>)
+/// Serves each connection with hyper's HTTP/1 (upgrades on), over TLS when
+/// an acceptor is given.
+fn hyper_connection<S>(
+    service: S,
+    tls: Option<TlsAcceptor>,
+) -> impl Fn(TcpStream, watch::Receiver<bool>)
 where
-    C: std::future::Future + GracefulConnection,
+    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    move |tcp, mut stop| {
+        let svc = TowerToHyperService::new(service.clone());
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let builder = hyper::server::conn::http1::Builder::new();
+            match tls {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+                    serve_http(conn.with_upgrades(), &mut stop).await;
+                }
+                Some(tls) => {
+                    let Ok(stream) = tls.accept(tcp).await else {
+                        return;
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    serve_http(conn.with_upgrades(), &mut stop).await;
+                }
+            }
+        });
+    }
+}
+
+/// Serves one HTTP connection; on shutdown lets it finish its request.
+async fn serve_http<I, S>(
+    conn: hyper::server::conn::http1::UpgradeableConnection<I, S>,
+    stop: &mut watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
@@ -148,31 +206,13 @@ where
     }
 }
 
-/// hyper's connection futures that can finish gracefully.
-trait GracefulConnection {
-    fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
-}
-
-impl<I, S> GracefulConnection for hyper::server::conn::http1::UpgradeableConnection<I, S>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::HttpService<hyper::body::Incoming>,
-    S::ResBody: 'static,
-    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
-        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self);
-    }
-}
-
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return std::future::pending().await;
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

@@ -55,6 +55,29 @@ impl Side {
         autobahn_dir().join("reports").join(self.name())
     }
 
+    /// The cases a side runs when `--cases` is not given. The raw accept
+    /// path shares everything after the handshake with the hyper path, so it
+    /// runs the protocol groups plus the compression cases that exercise its
+    /// own negotiation (wstest is slow: the full compression groups take
+    /// minutes per run).
+    fn default_cases(self) -> Option<&'static [&'static str]> {
+        const RAW: &[&str] = &[
+            "1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*", "12.1.*", "13.1.*",
+            "13.5.*", "13.7.*",
+        ];
+        match self {
+            Side::ServerRaw => Some(RAW),
+            Side::Server | Side::Client => None,
+        }
+    }
+
+    /// The log of this side's processes.
+    fn log_file(self) -> PathBuf {
+        target_dir()
+            .join("autobahn")
+            .join(format!("{}.log", self.name()))
+    }
+
     /// Both server paths must give the same results.
     fn expected_file(self) -> PathBuf {
         let name = match self {
@@ -155,19 +178,48 @@ pub(crate) fn run_autobahn(opts: &Options) -> Result {
         "--example",
         "autobahn_client",
     ]))?;
+    // wstest is single-threaded Python and the bottleneck: run the sides at
+    // once, each logging to its own file, then check them in order.
+    let selected: Vec<Side> = sides(opts)
+        .into_iter()
+        .filter_map(|(on, side)| on.then_some(side))
+        .collect();
+    let outcomes: Vec<(Side, std::result::Result<(), String>)> = thread::scope(|scope| {
+        let handles: Vec<_> = selected
+            .iter()
+            .map(|&side| {
+                let wstest = wstest.clone();
+                scope.spawn(move || {
+                    println!(
+                        "autobahn {}: running (log: {})",
+                        side.name(),
+                        rel(&side.log_file())
+                    );
+                    let r = match side {
+                        Side::Server | Side::ServerRaw => test_server(&wstest, side, opts),
+                        Side::Client => test_client(&wstest, opts),
+                    };
+                    (side, r.map_err(|e| e.to_string()))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| (Side::Server, Err("a runner panicked".into())))
+            })
+            .collect()
+    });
     let mut failed = Vec::new();
-    for (selected, side) in sides(opts) {
-        if !selected {
-            continue;
-        }
+    for (side, outcome) in outcomes {
         println!("\n== autobahn {} ==", side.name());
-        let outcome = match side {
-            Side::Server | Side::ServerRaw => test_server(&wstest, side, opts),
-            Side::Client => test_client(&wstest, opts),
-        }
-        .and_then(|()| check_results(side, opts));
+        let outcome = outcome
+            .map_err(Into::into)
+            .and_then(|()| check_results(side, opts));
         if let Err(e) = outcome {
             eprintln!("autobahn {}: FAILED: {e}", side.name());
+            print_log_tail(side);
             failed.push(format!("{}: {e}", side.name()));
         }
     }
@@ -176,6 +228,31 @@ pub(crate) fn run_autobahn(opts: &Options) -> Result {
     } else {
         Err(format!("autobahn failed ({})", failed.join("; ")).into())
     }
+}
+
+/// The last lines of a side's log, to see why it failed.
+fn print_log_tail(side: Side) {
+    if let Ok(log) = fs::read_to_string(side.log_file()) {
+        let lines: Vec<&str> = log.lines().collect();
+        let start = lines.len().saturating_sub(30);
+        eprintln!("--- last lines of {} ---", rel(&side.log_file()));
+        for line in &lines[start..] {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// A log file for a side's processes (stdout and stderr).
+fn log_stdio(side: Side) -> Result<(Stdio, Stdio)> {
+    let path = side.log_file();
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    Ok((Stdio::from(file.try_clone()?), Stdio::from(file)))
 }
 
 /// Every side and whether it was asked for (`server` covers both server paths).
@@ -197,8 +274,15 @@ fn load_spec(side: Side, port: u16, cases: Option<&str>) -> Result<serde_json::V
 
 /// Writes `target/autobahn/<template>` for this run and clears old reports.
 fn write_spec(side: Side, port: u16, cases: Option<&str>) -> Result<PathBuf> {
-    let spec = load_spec(side, port, cases)?;
-    let spec_path = target_dir().join("autobahn").join(side.template());
+    let mut spec = load_spec(side, port, cases)?;
+    if let (None, Some(defaults), Some(obj)) = (cases, side.default_cases(), spec.as_object_mut()) {
+        obj.insert("cases".to_owned(), serde_json::json!(defaults));
+    }
+    // One file per side: the sides run at once.
+    let spec_path =
+        target_dir()
+            .join("autobahn")
+            .join(format!("{}-{}", side.name(), side.template()));
     write_file(&spec_path, &serde_json::to_string_pretty(&spec)?)?;
     if side.outdir().exists() {
         fs::remove_dir_all(side.outdir())?;
@@ -212,16 +296,22 @@ fn test_server(wstest: &Path, side: Side, opts: &Options) -> Result {
     let port = free_port()?;
     let spec = write_spec(side, port, opts.cases.as_deref())?;
     let mut cmd = Command::new(example_binary("echo_server"));
-    cmd.args(["--addr", &format!("127.0.0.1:{port}")]);
+    // permessage-deflate on: cases 12.* and 13.* negotiate it, the rest do not.
+    cmd.args(["--addr", &format!("127.0.0.1:{port}"), "--deflate"]);
     if side == Side::ServerRaw {
         cmd.arg("--raw");
     }
-    let mut server = spawn(cmd.stdout(Stdio::piped()))?;
+    let _ = fs::remove_file(side.log_file());
+    let (_, err) = log_stdio(side)?;
+    let mut server = spawn(cmd.stdout(Stdio::piped()).stderr(err))?;
     wait_until_listening(&mut server)?;
+    let (out, err) = log_stdio(side)?;
     run(Command::new(wstest)
         .args(["-m", "fuzzingclient", "-s"])
         .arg(&spec)
-        .current_dir(autobahn_dir()))?;
+        .current_dir(autobahn_dir())
+        .stdout(out)
+        .stderr(err))?;
     server.check_running()?;
     Ok(())
 }
@@ -266,13 +356,17 @@ fn wait_until_listening(server: &mut ChildGuard) -> Result {
 fn test_client(wstest: &Path, opts: &Options) -> Result {
     let port = free_port()?;
     let spec = write_spec(Side::Client, port, opts.cases.as_deref())?;
+    let _ = fs::remove_file(Side::Client.log_file());
+    let (out, err) = log_stdio(Side::Client)?;
     let mut server = spawn(
         Command::new(wstest)
             .args(["-m", "fuzzingserver", "-s"])
             .arg(&spec)
             // No embedded report web server (it would take port 8080).
             .args(["--webport", "0"])
-            .current_dir(autobahn_dir()),
+            .current_dir(autobahn_dir())
+            .stdout(out)
+            .stderr(err),
     )?;
     wait_for_port(&mut server, port)?;
     let url = format!("ws://127.0.0.1:{port}");
@@ -281,7 +375,8 @@ fn test_client(wstest: &Path, opts: &Options) -> Result {
     if let Some(pattern) = &opts.cases {
         client.args(["--cases", pattern]);
     }
-    run(&mut client)?;
+    let (out, err) = log_stdio(Side::Client)?;
+    run(client.stdout(out).stderr(err))?;
     // /updateReports writes the index before it answers; allow a moment anyway.
     let index = Side::Client.outdir().join("index.json");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -326,7 +421,8 @@ fn check_results(side: Side, opts: &Options) -> Result {
     let actual = report::outcomes(&results);
     let expected_file = side.expected_file();
 
-    if opts.update_expected {
+    // The raw path runs a subset: it is checked against what the hyper path recorded.
+    if opts.update_expected && side != Side::ServerRaw {
         if failing > 0 {
             return Err(format!(
                 "{failing} case(s) failed; not updating {}",
@@ -348,6 +444,8 @@ fn check_results(side: Side, opts: &Options) -> Result {
             .map_err(|e| format!("{}: {e}", rel(&expected_file)))?;
         if let Some(pattern) = &opts.cases {
             expected.retain(|id, _| spec::glob_match(pattern, &id.0));
+        } else if let Some(patterns) = side.default_cases() {
+            expected.retain(|id, _| patterns.iter().any(|p| spec::glob_match(p, &id.0)));
         }
         let differences = report::diff(&expected, &actual);
         if !differences.is_empty() {

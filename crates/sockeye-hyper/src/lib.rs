@@ -81,6 +81,7 @@
 //! |---|---|---|
 //! | `tls` | yes | `wss://` for the client (rustls with ring, webpki roots) |
 //! | `axum` | no | [`axum::WebSocketUpgrade`] |
+//! | `deflate` | no | `ClientBuilder::deflate`: the client offers permessage-deflate (sockeye-deflate) |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

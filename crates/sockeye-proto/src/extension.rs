@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderMap;
 use http::header::SEC_WEBSOCKET_EXTENSIONS;
 
@@ -42,14 +42,24 @@ pub trait Extension: Send + fmt::Debug {
     /// Decodes one frame of an incoming transformed message, appending to
     /// `out`. `fin` marks the last frame. Must fail with
     /// [`CapacityError::MessageTooLarge`](crate::CapacityError::MessageTooLarge)
-    /// rather than let `out` grow past `limit` bytes.
+    /// rather than let `out` grow much past `limit` bytes (at most one
+    /// internal chunk beyond it).
     fn decode(
         &mut self,
         payload: &[u8],
         fin: bool,
-        out: &mut BytesMut,
+        out: &mut Vec<u8>,
         limit: usize,
     ) -> Result<(), Error>;
+
+    /// When this connection's encoding of a message does not depend on
+    /// earlier messages (e.g. deflate without context takeover), a key that
+    /// is equal for every connection that would encode identically. A
+    /// [`PreparedMessage`](crate::PreparedMessage) encoded once under that key
+    /// is then sent as is by all of them.
+    fn shared_encoding(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// An accepted extension: the response parameters for

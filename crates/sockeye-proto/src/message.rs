@@ -4,7 +4,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::close::{CloseCode, CloseFrame};
 use crate::error::{CapacityError, Error};
-use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, OpCode};
+use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, OpCode, Rsv};
 use crate::utf8::Utf8Bytes;
 
 /// A WebSocket message: what the application sends and receives.
@@ -162,6 +162,10 @@ pub struct PreparedMessage {
     frame: Bytes,
     header_len: usize,
     opcode: OpCode,
+    /// The same message encoded once by an extension, for the connections
+    /// whose [`Extension::shared_encoding`](crate::Extension::shared_encoding)
+    /// returns this key.
+    encoded: Option<(u64, Bytes)>,
 }
 
 impl PreparedMessage {
@@ -186,7 +190,29 @@ impl PreparedMessage {
             frame: frame.freeze(),
             header_len,
             opcode,
+            encoded: None,
         })
+    }
+
+    /// Adds the message as encoded by an extension (e.g. compressed once),
+    /// framed with `rsv`, for connections whose extension reports `key` as
+    /// its shared encoding. Other connections keep sending the plain frame.
+    pub fn with_encoding(mut self, key: u64, rsv: Rsv, payload: &[u8]) -> Self {
+        let mut header = FrameHeader::new(self.opcode, payload.len() as u64, None);
+        header.rsv = rsv;
+        let mut frame = BytesMut::with_capacity(header.encoded_len() + payload.len());
+        header.encode(&mut frame);
+        frame.extend_from_slice(payload);
+        self.encoded = Some((key, frame.freeze()));
+        self
+    }
+
+    /// The encoded frame for `key`, if one was added.
+    pub fn encoded_frame(&self, key: u64) -> Option<&Bytes> {
+        match &self.encoded {
+            Some((k, frame)) if *k == key => Some(frame),
+            _ => None,
+        }
     }
 
     /// The complete encoded frame.

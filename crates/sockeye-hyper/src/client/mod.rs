@@ -218,6 +218,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Offers permessage-deflate (RFC 7692) with `config` and installs what
+    /// the server accepts.
+    #[cfg(feature = "deflate")]
+    #[must_use]
+    pub fn deflate(self, config: sockeye_deflate::DeflateConfig) -> Self {
+        self.extension(Arc::new(config))
+    }
+
     /// Uses this rustls configuration for `wss://`. Configure a crypto
     /// provider on it (e.g. `ClientConfig::builder_with_provider`).
     #[cfg(feature = "tls")]

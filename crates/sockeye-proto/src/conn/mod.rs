@@ -215,13 +215,23 @@ impl Connection {
         }
     }
 
-    /// Queues a prepared message. A server writes its bytes as they are; a
-    /// client re-frames the payload with a mask.
+    /// Queues a prepared message. A server writes its bytes as they are (the
+    /// extension-encoded variant when the message has one under this
+    /// connection's [shared encoding](Extension::shared_encoding)); a client
+    /// re-frames the payload with a mask.
     pub fn send_prepared(&mut self, message: &PreparedMessage) -> Result<(), Error> {
         self.check_can_send()?;
         self.timers.on_data_sent();
         match self.role {
-            Role::Server => self.out.push_bytes(message.frame().clone()),
+            Role::Server => {
+                let shared = self
+                    .extension
+                    .as_ref()
+                    .and_then(|e| e.shared_encoding())
+                    .and_then(|key| message.encoded_frame(key));
+                let frame = shared.unwrap_or(message.frame());
+                self.out.push_bytes(frame.clone());
+            }
             Role::Client => {
                 let payload = message.payload();
                 self.write_frame(true, Rsv::NONE, message.opcode(), &payload);

@@ -35,9 +35,11 @@ pub(super) struct ReadState {
 #[derive(Debug)]
 struct Incoming {
     opcode: OpCode,
-    /// The first frame carried the extension's RSV bits.
+    /// The first frame carried the extension's RSV bits: the payload is
+    /// decoded into `decoded`, else reassembled in `buf`.
     encoded: bool,
     buf: BytesMut,
+    decoded: Vec<u8>,
     frames: usize,
     /// Payload bytes on the wire so far (before decoding).
     wire_len: u64,
@@ -293,20 +295,21 @@ impl Connection {
                 opcode: h.opcode,
                 encoded: true,
                 buf: BytesMut::new(),
+                decoded: Vec::new(),
                 frames: 0,
                 wire_len: 0,
             });
             msg.frames += 1;
             msg.wire_len += wire;
-            let before = msg.buf.len();
+            let before = msg.decoded.len();
             let ext = self
                 .extension
                 .as_mut()
                 .ok_or(ProtocolViolation::UnexpectedRsv(h.rsv))?;
-            ext.decode(&payload, h.fin, &mut msg.buf, limit)?;
-            if msg.buf.len() > limit {
+            ext.decode(&payload, h.fin, &mut msg.decoded, limit)?;
+            if msg.decoded.len() > limit {
                 return Err(CapacityError::MessageTooLarge {
-                    size: msg.buf.len() as u64,
+                    size: msg.decoded.len() as u64,
                     max: limit,
                 }
                 .into());
@@ -314,7 +317,7 @@ impl Connection {
             if msg.opcode == OpCode::Text {
                 self.read
                     .utf8
-                    .feed(&msg.buf[before..])
+                    .feed(&msg.decoded[before..])
                     .map_err(|_| ProtocolViolation::InvalidUtf8)?;
             }
         } else {
@@ -329,6 +332,7 @@ impl Connection {
                         opcode: h.opcode,
                         encoded: false,
                         buf: payload,
+                        decoded: Vec::new(),
                         frames: 1,
                         wire_len: wire,
                     });
@@ -339,7 +343,11 @@ impl Connection {
         if h.fin
             && let Some(msg) = self.read.message.take()
         {
-            let data: Bytes = msg.buf.freeze();
+            let data: Bytes = if msg.encoded {
+                Bytes::from(msg.decoded)
+            } else {
+                msg.buf.freeze()
+            };
             let message = if msg.opcode == OpCode::Text {
                 self.read
                     .utf8

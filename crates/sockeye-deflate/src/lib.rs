@@ -1,0 +1,48 @@
+//! # sockeye-deflate
+//!
+//! permessage-deflate (RFC 7692) for sockeye: whole-message DEFLATE on
+//! flate2's zlib-rs backend, negotiated in both roles, as a tower layer in
+//! front of the upgrade and as a plug-in for the raw accept path and the
+//! client.
+//!
+//! - [`DeflateConfig`]: the policy (level, threshold, context takeover,
+//!   window bits), the negotiation of all four parameters in both roles, and
+//!   compress-once [`prepare`](DeflateConfig::prepare)d messages.
+//! - [`DeflateLayer`]: a tower layer that parses the offer, records the
+//!   agreement in the request's extensions and answers it in the 101.
+//! - [`PerMessageDeflate`]: the [`Extension`](sockeye_proto::Extension) on a
+//!   connection.
+//!
+//! Safety against bombs: inflation writes into a bounded room and stops one
+//! byte past the connection's message-size limit (close 1009), whatever the
+//! compression ratio; corrupt data closes with 1007.
+//!
+//! ```text
+//! hyper ─► [Origin] ─► [Auth] ─► DeflateLayer ─► UpgradeService
+//!                                   │ AgreedExtension ─► installed on the socket
+//!                                   └ Sec-WebSocket-Extensions ─► added to the 101
+//! ```
+//!
+//! The raw accept path takes the same config:
+//! `sockeye_proto::Acceptor::new().extension(Arc::new(DeflateConfig::new()))`,
+//! and a client offers it with
+//! `ClientRequest::negotiate(Arc::new(DeflateConfig::new()))` (or
+//! sockeye-hyper's `ClientBuilder::deflate`).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod codec;
+mod config;
+mod error;
+mod layer;
+mod params;
+mod pool;
+
+pub use codec::PerMessageDeflate;
+pub use config::DeflateConfig;
+pub use error::Error;
+pub use layer::{Deflate, DeflateLayer, future};
+pub use params::{Agreement, EXTENSION};
+
+#[cfg(test)]
+mod tests;
