@@ -5,13 +5,16 @@
 //! ```text
 //! cargo run --release --example echo_server -- --addr 127.0.0.1:9001 [--threads N] [--raw]
 //!     [--deflate] [--tls-cert cert.pem --tls-key key.pem]
+//!     [--allow-origin ORIGIN]... [--bearer TOKEN]
 //! ```
 //! Prints `listening on ADDR` once ready. `--threads 1` runs a current-thread
 //! runtime; otherwise a multi-thread runtime with N workers (default: one per
 //! core). By default it serves through hyper and sockeye-hyper's
 //! `UpgradeService`; `--raw` uses sockeye-proto's own accept path instead.
 //! `--deflate` accepts permessage-deflate offers. With a certificate and key
-//! it serves `wss://`. Ctrl-C or SIGTERM drains: every open socket gets close
+//! it serves `wss://`. `--allow-origin` (repeatable) refuses upgrades from
+//! other origins with 403 (requests without `Origin` pass); `--bearer`
+//! requires `Authorization: Bearer TOKEN` (401 without, 403 if wrong). Ctrl-C or SIGTERM drains: every open socket gets close
 //! 1001, then the process exits.
 
 use std::convert::Infallible;
@@ -23,6 +26,9 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
+use sockeye_auth::{
+    AuthLayer, Credentials, Identity, OriginLayer, OriginPolicy, Rejection, Secret,
+};
 use sockeye_deflate::{DeflateConfig, DeflateLayer};
 use sockeye_examples::{Args, runtime, tls_acceptor};
 use sockeye_hyper::Body;
@@ -32,21 +38,30 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tower::Layer;
+use tower::ServiceBuilder;
 
 const USAGE: &str = "usage: echo_server [--addr HOST:PORT] [--threads N] [--raw] [--deflate] \
-                     [--tls-cert PEM --tls-key PEM]";
+                     [--tls-cert PEM --tls-key PEM] [--allow-origin ORIGIN]... [--bearer TOKEN]";
 
 struct Options {
     raw: bool,
     deflate: bool,
     tls: Option<TlsAcceptor>,
+    origins: Option<OriginLayer>,
+    bearer: Option<Secret>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse(
         USAGE,
-        &["addr", "threads", "tls-cert", "tls-key"],
+        &[
+            "addr",
+            "threads",
+            "tls-cert",
+            "tls-key",
+            "allow-origin",
+            "bearer",
+        ],
         &["raw", "deflate"],
     );
     let addr = args.value("addr").unwrap_or("127.0.0.1:9001").to_owned();
@@ -56,10 +71,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (None, None) => None,
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
+    let origins = match args.values("allow-origin") {
+        [] => None,
+        list => Some(OriginLayer::new(OriginPolicy::list(list)?)),
+    };
     let options = Options {
         raw: args.switch("raw"),
         deflate: args.switch("deflate"),
         tls,
+        origins,
+        bearer: args.value("bearer").map(Secret::new),
     };
     runtime(threads)?.block_on(serve(addr, options))?;
     Ok(())
@@ -89,17 +110,19 @@ async fn serve(addr: String, options: Options) -> std::io::Result<()> {
         }
     );
     let drain = Drain::new();
-    let service = UpgradeService::new(echo_hyper)
-        .config(config())
-        .drain(&drain);
     let tls = options.tls;
     if options.raw {
         let mut acceptor = Acceptor::new().config(config());
         if options.deflate {
             acceptor = acceptor.extension(Arc::new(DeflateConfig::new()));
         }
+        let (origins, bearer) = (options.origins, options.bearer);
+        if origins.is_some() || bearer.is_some() {
+            acceptor = acceptor
+                .check_request(move |req| raw_check(req, origins.as_ref(), bearer.as_ref()));
+        }
         let acceptor = Arc::new(acceptor);
-        accept_loop(listener, &drain, move |tcp, _stop| {
+        return accept_loop(listener, &drain, move |tcp, _stop| {
             let acceptor = Arc::clone(&acceptor);
             let tls = tls.clone();
             tokio::spawn(async move {
@@ -112,13 +135,62 @@ async fn serve(addr: String, options: Options) -> std::io::Result<()> {
                 }
             });
         })
-        .await
-    } else if options.deflate {
-        let service = DeflateLayer::new(DeflateConfig::new()).layer(service);
-        accept_loop(listener, &drain, hyper_connection(service, tls)).await
-    } else {
-        accept_loop(listener, &drain, hyper_connection(service, tls)).await
+        .await;
     }
+    // hyper: Origin -> Auth -> Deflate -> UpgradeService, each layer only if asked for.
+    let auth = options.bearer.map(|token| {
+        AuthLayer::new(move |creds: Credentials| {
+            let ok = matches!(&creds, Credentials::Bearer(t) if token.matches(t.expose()));
+            async move {
+                if ok {
+                    Ok(Identity::new("bearer"))
+                } else {
+                    Err(Rejection::Invalid)
+                }
+            }
+        })
+        .bearer()
+    });
+    let service = ServiceBuilder::new()
+        .option_layer(options.origins)
+        .option_layer(auth)
+        .option_layer(
+            options
+                .deflate
+                .then(|| DeflateLayer::new(DeflateConfig::new())),
+        )
+        .service(
+            UpgradeService::new(echo_hyper)
+                .config(config())
+                .drain(&drain),
+        );
+    accept_loop(listener, &drain, hyper_connection(service, tls)).await
+}
+
+/// The same checks on the raw accept path (synchronous: the token is compared here).
+fn raw_check(
+    req: &http::request::Parts,
+    origins: Option<&OriginLayer>,
+    bearer: Option<&Secret>,
+) -> Result<(), http::StatusCode> {
+    if let Some(origins) = origins
+        && origins.check(&req.headers).is_err()
+    {
+        return Err(http::StatusCode::FORBIDDEN);
+    }
+    if let Some(token) = bearer {
+        let presented = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match presented {
+            None => return Err(http::StatusCode::UNAUTHORIZED),
+            Some(t) if !token.matches(t.trim()) => return Err(http::StatusCode::FORBIDDEN),
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Accepts until Ctrl-C or SIGTERM, handing each connection to `on_conn`,

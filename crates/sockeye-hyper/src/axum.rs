@@ -46,6 +46,9 @@ pub struct WebSocketUpgrade {
     upgrader: Upgrader,
     protocol: Option<String>,
     agreed: Option<AgreedExtension>,
+    /// The request's extensions, kept for the socket's lifetime (a permit
+    /// from a limiting layer is released when the socket ends).
+    extensions: http::Extensions,
 }
 
 /// Why a request could not be extracted as a WebSocket upgrade: rendered as
@@ -96,6 +99,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
             upgrader,
             protocol: None,
             agreed,
+            extensions: parts.extensions.clone(),
         })
     }
 }
@@ -140,6 +144,7 @@ impl WebSocketUpgrade {
             conn.set_extension(agreed.build());
         }
         let on_upgrade = self.on_upgrade;
+        let keep_alive = self.extensions;
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {
                 Ok(u) => u,
@@ -151,6 +156,7 @@ impl WebSocketUpgrade {
             let (io, read_buf) = ServerIo::new(upgraded);
             let ws = WebSocket::from_connection(io, conn, bytes::BytesMut::from(read_buf));
             callback(ws).await;
+            drop(keep_alive);
         });
         self.request
             .response(self.protocol.as_deref(), None)

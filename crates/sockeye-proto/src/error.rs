@@ -313,6 +313,8 @@ pub enum HandshakeError {
     UnofferedExtension,
     /// The transport closed during the handshake.
     ConnectionClosed,
+    /// The server's own check refused the request with this status.
+    Refused(StatusCode),
 }
 
 impl HandshakeError {
@@ -339,6 +341,7 @@ impl HandshakeError {
             | Self::UnofferedProtocol
             | Self::UnofferedExtension
             | Self::ConnectionClosed => return None,
+            Self::Refused(status) => *status,
         })
     }
 }
@@ -366,6 +369,7 @@ impl fmt::Display for HandshakeError {
             Self::UnofferedProtocol => f.write_str("server selected a subprotocol never offered"),
             Self::UnofferedExtension => f.write_str("server accepted an extension never offered"),
             Self::ConnectionClosed => f.write_str("connection closed during the handshake"),
+            Self::Refused(status) => write!(f, "refused with {status}"),
         }
     }
 }

@@ -212,6 +212,9 @@ where
         };
         let protocol = upgrading.protocol().map(str::to_owned);
         let (parts, _body) = req.into_parts();
+        // What layers put in the extensions (a socket permit, say) lives as
+        // long as the socket's task, even if the handler drops its copy.
+        let keep_alive = parts.extensions.clone();
         let handshake = Handshake { parts, protocol };
         let handler = self.handler.clone();
         let registration = self.drain.as_ref().map(Drain::reserve);
@@ -229,6 +232,7 @@ where
             }
             handler.call(socket, handshake).await;
             drop(registration);
+            drop(keep_alive);
         });
         if let (Some(drain), Some(id)) = (&self.drain, slot) {
             drain.set_abort(id, task.abort_handle());

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use http::HeaderValue;
+use http::{HeaderValue, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::WebSocket;
@@ -33,11 +33,25 @@ where
 /// Server handshake settings: the connection [`Config`] (its header limits
 /// and handshake timeout apply here), the subprotocols in order of
 /// preference, and an optional extension negotiator.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Acceptor {
     config: Config,
     protocols: Vec<String>,
     extension: Option<Arc<dyn ServerExtension>>,
+    check: Option<RequestCheck>,
+}
+
+type RequestCheck = Arc<dyn Fn(&http::request::Parts) -> Result<(), StatusCode> + Send + Sync>;
+
+impl std::fmt::Debug for Acceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acceptor")
+            .field("config", &self.config)
+            .field("protocols", &self.protocols)
+            .field("extension", &self.extension)
+            .field("check", &self.check.is_some())
+            .finish()
+    }
 }
 
 /// What the handshake accepted.
@@ -80,6 +94,28 @@ impl Acceptor {
         self
     }
 
+    /// A decision on the request before the upgrade (an Origin policy, a
+    /// token): `Err(status)` answers with that status and no upgrade.
+    ///
+    /// ```
+    /// use sockeye_proto::Acceptor;
+    /// let acceptor = Acceptor::new().check_request(|req| {
+    ///     match req.headers.get("origin").map(|o| o.as_bytes()) {
+    ///         None | Some(b"https://chat.example.com") => Ok(()),
+    ///         Some(_) => Err(http::StatusCode::FORBIDDEN),
+    ///     }
+    /// });
+    /// # drop(acceptor);
+    /// ```
+    #[must_use]
+    pub fn check_request<F>(mut self, check: F) -> Self
+    where
+        F: Fn(&http::request::Parts) -> Result<(), StatusCode> + Send + Sync + 'static,
+    {
+        self.check = Some(Arc::new(check));
+        self
+    }
+
     /// Reads the request (at most the configured header bytes and lines,
     /// within the handshake timeout), validates it and answers. A rejected
     /// request gets its HTTP status (400, 405, 426, 431, ...) before the
@@ -108,6 +144,17 @@ impl Acceptor {
             Err(Error::Handshake(e)) => return Err(reject(io, e).await),
             Err(e) => return Err(e),
         };
+        if let Some(check) = &self.check
+            && let Err(status) = check(&parts)
+        {
+            let mut wire = Vec::with_capacity(128);
+            let mut resp = http::Response::new("");
+            *resp.status_mut() = status;
+            http1::encode_response(&resp, &mut wire);
+            let _ = io.write_all(&wire).await;
+            let _ = io.shutdown().await;
+            return Err(Error::Handshake(HandshakeError::Refused(status)));
+        }
         let result = server::validate(&parts).and_then(|upgrade| {
             let protocol = upgrade
                 .select_protocol(self.protocols.iter().map(String::as_str))

@@ -1,0 +1,79 @@
+//! # sockeye-auth
+//!
+//! Decide who may open a WebSocket, before the 101, as tower layers in
+//! tower-http's grammar. WebSocket has no same-origin restriction: any page
+//! can open a socket to any server, and the browser sends its cookies along
+//! (cross-site WebSocket hijacking). These layers close that by
+//! construction:
+//!
+//! - [`OriginLayer`] with [`OriginPolicy`]: whole-origin comparison after
+//!   normalisation, explicit `*.example.com` wildcards only, same-origin as
+//!   `Host` by default; `null`, unparsable or repeated `Origin` → 403.
+//! - [`AuthLayer`] with an async [`Validator`]: credentials from a bearer
+//!   token, Basic, a cookie, a query parameter (opt-in) or a
+//!   subprotocol-carried token; 401 / 403 / 503; the [`Identity`] goes into
+//!   the request's extensions and on to the socket handler.
+//! - [`SocketLimitLayer`]: concurrent sockets per identity and per client IP
+//!   (429), trusting `Forwarded`/`X-Forwarded-For` only from configured
+//!   proxies.
+//!
+//! A rejection is an HTTP response, never an `Err`; decisions travel in
+//! `http::Extensions`. The crate depends on `http` and the tower traits, not
+//! on the WebSocket protocol crate.
+//!
+//! ```text
+//! hyper ─► OriginLayer ─► AuthLayer ─► SocketLimitLayer ─► DeflateLayer ─► UpgradeService
+//!            403            401/403/503    429                 agreement        101
+//! ```
+//!
+//! ## Choosing a credential carrier
+//!
+//! | client | carrier | why |
+//! |---|---|---|
+//! | a service, a CLI, a phone app | `Authorization: Bearer` ([`AuthLayer::bearer`]) | it can set headers; nothing lands in URLs |
+//! | a browser, same site | session cookie ([`AuthLayer::cookie`]) **with** an [`OriginLayer`] | the browser sends the cookie by itself; the Origin check is what stops other sites from riding it; set the cookie `SameSite=Lax` or `Strict` |
+//! | a browser, token in hand | subprotocol ([`AuthLayer::subprotocol`]): `new WebSocket(url, ["app.v1", "bearer." + token])` | the browser API cannot set headers; the layer removes the token entry so it is never echoed |
+//! | a browser, nothing else works | query parameter ([`AuthLayer::query`]) | URLs end up in proxy and access logs: use short-lived single-use tokens; sockeye redacts it in its own logs |
+//!
+//! Services needing auth after the upgrade (a first-message token) can still
+//! use an Origin check here and authenticate in the handler.
+//!
+//! ```
+//! use sockeye_auth::{AuthLayer, Credentials, Identity, OriginLayer, OriginPolicy, Rejection};
+//! use tower::ServiceBuilder;
+//!
+//! # let upgrade_service = tower::service_fn(|_req: http::Request<()>| async {
+//! #     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+//! # });
+//! let service = ServiceBuilder::new()
+//!     .layer(OriginLayer::new(OriginPolicy::list(["https://chat.example.com"]).unwrap()))
+//!     .layer(
+//!         AuthLayer::new(|creds: Credentials| async move {
+//!             match creds {
+//!                 Credentials::Cookie { value, .. } if value.matches("session-42") => {
+//!                     Ok(Identity::new("user-42"))
+//!                 }
+//!                 _ => Err(Rejection::Invalid),
+//!             }
+//!         })
+//!         .cookie("session"),
+//!     )
+//!     .service(upgrade_service);
+//! # drop(service);
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod auth;
+mod credentials;
+mod identity;
+mod limit;
+mod origin;
+mod rejection;
+
+pub use auth::{Auth, AuthLayer, Validator, future};
+pub use credentials::{Credentials, Secret};
+pub use identity::{Identity, Rejection};
+pub use limit::{ClientIp, PeerAddr, SocketLimit, SocketLimitLayer, SocketPermit};
+pub use origin::{InvalidOrigin, Origin, OriginCheck, OriginLayer, OriginPolicy};
+pub use rejection::Reject;

@@ -1,0 +1,421 @@
+//! Origin policy (RFC 6455 §10.2, RFC 6454): which pages may open a socket.
+//!
+//! Origins are compared as whole tuples (scheme, host, port) after
+//! normalisation: ASCII case folded, default ports made explicit, `ws`
+//! treated as `http` and `wss` as `https`. A pattern may only widen the
+//! host with an explicit leading `*.` on a label boundary; nothing is ever
+//! matched as a substring or a suffix of a string.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{HOST, ORIGIN};
+use http::{HeaderMap, Request, Response, StatusCode};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::rejection::{Reject, is_upgrade};
+
+/// A parsed, normalised origin: `scheme://host:port`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Origin {
+    scheme: &'static str,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    /// Parses `scheme://host[:port]` (no path, no user info). `ws` and `wss`
+    /// become `http` and `https`; `null` and anything else fail.
+    ///
+    /// ```
+    /// use sockeye_auth::Origin;
+    /// let a = Origin::parse("https://Example.COM").unwrap();
+    /// let b = Origin::parse("wss://example.com:443").unwrap();
+    /// assert_eq!(a, b);
+    /// assert_eq!(a.to_string(), "https://example.com");
+    /// assert!(Origin::parse("null").is_none());
+    /// ```
+    pub fn parse(s: &str) -> Option<Self> {
+        let (scheme, rest) = s.split_once("://")?;
+        let (scheme, default_port) = match scheme.to_ascii_lowercase().as_str() {
+            "http" | "ws" => ("http", 80),
+            "https" | "wss" => ("https", 443),
+            _ => return None,
+        };
+        // An origin is scheme, host and port only; tolerate one trailing slash.
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ', '\\']) {
+            return None;
+        }
+        let (host, port) = split_host_port(rest)?;
+        let port = match port {
+            Some(p) => p,
+            None => default_port,
+        };
+        Some(Self { scheme, host, port })
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &str {
+        self.scheme
+    }
+
+    /// The host, lowercased (IPv6 without brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port (80 or 443 when not written).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn default_port(&self) -> u16 {
+        if self.scheme == "https" { 443 } else { 80 }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == self.default_port() {
+            write!(f, "{}://{host}", self.scheme)
+        } else {
+            write!(f, "{}://{host}:{}", self.scheme, self.port)
+        }
+    }
+}
+
+/// `host[:port]` or `[v6][:port]`, lowercased; the port must be numeric.
+fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        match after.strip_prefix(':') {
+            Some(p) => (host, Some(p)),
+            None if after.is_empty() => (host, None),
+            None => return None,
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    let valid_host = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
+    if !valid_host {
+        return None;
+    }
+    let port = match port {
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => Some(p.parse().ok()?),
+        Some(_) => return None,
+        None => None,
+    };
+    Some((host.to_ascii_lowercase(), port))
+}
+
+// ===== impl OriginPattern =====
+
+/// An allowed origin: exact, or `scheme://*.domain[:port]` for the strict
+/// subdomains of `domain` on a label boundary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct OriginPattern {
+    scheme: &'static str,
+    /// The exact host, or for a wildcard the domain after `*.`.
+    host: String,
+    wildcard: bool,
+    port: u16,
+}
+
+impl OriginPattern {
+    fn parse(s: &str) -> Option<Self> {
+        let (scheme, rest) = s.split_once("://")?;
+        let (wildcard, rest) = match rest.strip_prefix("*.") {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        let origin = Origin::parse(&format!("{scheme}://{rest}"))?;
+        // `*.com` style patterns would allow a whole public suffix.
+        if wildcard && !origin.host.contains('.') {
+            return None;
+        }
+        Some(Self {
+            scheme: origin.scheme,
+            host: origin.host,
+            wildcard,
+            port: origin.port,
+        })
+    }
+
+    fn matches(&self, o: &Origin) -> bool {
+        if self.scheme != o.scheme || self.port != o.port {
+            return false;
+        }
+        if self.wildcard {
+            o.host
+                .strip_suffix(&self.host)
+                .is_some_and(|prefix| prefix.len() > 1 && prefix.ends_with('.'))
+        } else {
+            o.host == self.host
+        }
+    }
+}
+
+// ===== impl OriginPolicy =====
+
+type Predicate = Arc<dyn Fn(&Origin) -> bool + Send + Sync>;
+
+/// Which origins may open a socket.
+#[derive(Clone)]
+pub struct OriginPolicy(Policy);
+
+#[derive(Clone)]
+enum Policy {
+    Any,
+    SameOrigin,
+    List(Arc<[OriginPattern]>),
+    Predicate(Predicate),
+}
+
+impl OriginPolicy {
+    /// Every origin (a public API for any site; Origin still must parse).
+    pub fn any() -> Self {
+        Self(Policy::Any)
+    }
+
+    /// The origin's host and port must be the request's `Host` (the
+    /// default: pages served by this server only).
+    pub fn same_origin() -> Self {
+        Self(Policy::SameOrigin)
+    }
+
+    /// An allow-list of origins such as `https://app.example.com` or
+    /// `https://*.example.com` (subdomains only, on a label boundary). Fails
+    /// on an entry that is not an origin.
+    ///
+    /// ```
+    /// use sockeye_auth::{Origin, OriginPolicy};
+    /// let policy = OriginPolicy::list(["https://*.example.com", "http://localhost:3000"]).unwrap();
+    /// let ok = |s| policy.allows(&Origin::parse(s).unwrap(), None);
+    /// assert!(ok("https://app.example.com"));
+    /// assert!(!ok("https://example.com"));          // not a subdomain
+    /// assert!(!ok("https://evil-example.com"));     // no suffix matching
+    /// assert!(!ok("https://app.example.com.evil")); // no substring matching
+    /// assert!(!ok("http://app.example.com"));       // scheme is part of it
+    /// assert!(ok("ws://localhost:3000"));           // ws ≡ http
+    /// ```
+    pub fn list<I, S>(origins: I) -> Result<Self, InvalidOrigin>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let patterns = origins
+            .into_iter()
+            .map(|o| {
+                OriginPattern::parse(o.as_ref()).ok_or_else(|| InvalidOrigin(o.as_ref().to_owned()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self(Policy::List(patterns.into())))
+    }
+
+    /// A custom decision on the parsed origin.
+    pub fn predicate<F>(f: F) -> Self
+    where
+        F: Fn(&Origin) -> bool + Send + Sync + 'static,
+    {
+        Self(Policy::Predicate(Arc::new(f)))
+    }
+
+    /// Whether `origin` is allowed for a request to `host` (the `Host`
+    /// header, used by [`same_origin`](Self::same_origin)).
+    pub fn allows(&self, origin: &Origin, host: Option<&str>) -> bool {
+        match &self.0 {
+            Policy::Any => true,
+            Policy::SameOrigin => host.is_some_and(|h| same_host(origin, h)),
+            Policy::List(patterns) => patterns.iter().any(|p| p.matches(origin)),
+            Policy::Predicate(f) => f(origin),
+        }
+    }
+}
+
+impl fmt::Debug for OriginPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Policy::Any => f.write_str("OriginPolicy::any"),
+            Policy::SameOrigin => f.write_str("OriginPolicy::same_origin"),
+            Policy::List(p) => f.debug_tuple("OriginPolicy::list").field(&p.len()).finish(),
+            Policy::Predicate(_) => f.write_str("OriginPolicy::predicate"),
+        }
+    }
+}
+
+/// The `Host` header names the origin's host and port (a `Host` without a
+/// port stands for the origin scheme's default port).
+fn same_host(origin: &Origin, host: &str) -> bool {
+    match split_host_port(host.trim()) {
+        Some((h, port)) => h == origin.host && port.unwrap_or(origin.default_port()) == origin.port,
+        None => false,
+    }
+}
+
+/// An allow-list entry that is not an origin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidOrigin(pub String);
+
+impl fmt::Display for InvalidOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} is not an origin (scheme://host[:port])", self.0)
+    }
+}
+
+impl std::error::Error for InvalidOrigin {}
+
+// ===== impl OriginLayer =====
+
+/// Rejects requests whose `Origin` the policy does not allow, with 403,
+/// before anything else sees them; records the parsed [`Origin`] in the
+/// request's extensions.
+///
+/// - A missing `Origin` (non-browser clients) passes, unless
+///   [`require_origin`](Self::require_origin).
+/// - `Origin: null`, an unparsable value, or more than one `Origin` header
+///   get 403.
+/// - Only WebSocket upgrade requests are checked, unless
+///   [`check_all_requests`](Self::check_all_requests).
+///
+/// ```
+/// use sockeye_auth::{OriginLayer, OriginPolicy};
+/// let layer = OriginLayer::new(OriginPolicy::list(["https://chat.example.com"]).unwrap())
+///     .require_origin(true);
+/// # drop(layer);
+/// ```
+#[derive(Clone, Debug)]
+pub struct OriginLayer {
+    policy: OriginPolicy,
+    require_origin: bool,
+    all_requests: bool,
+}
+
+impl OriginLayer {
+    /// A layer enforcing `policy`.
+    pub fn new(policy: OriginPolicy) -> Self {
+        Self {
+            policy,
+            require_origin: false,
+            all_requests: false,
+        }
+    }
+
+    /// Refuse requests without an `Origin` header (browsers always send one
+    /// on WebSocket requests; other clients may not).
+    #[must_use]
+    pub fn require_origin(mut self, require: bool) -> Self {
+        self.require_origin = require;
+        self
+    }
+
+    /// Check every request, not only WebSocket upgrades.
+    #[must_use]
+    pub fn check_all_requests(mut self, all: bool) -> Self {
+        self.all_requests = all;
+        self
+    }
+
+    /// The decision for a request's headers: `Ok(Some(origin))` allowed,
+    /// `Ok(None)` no Origin and allowed, `Err(reason)` refused.
+    pub fn check(&self, headers: &HeaderMap) -> Result<Option<Origin>, &'static str> {
+        let mut values = headers.get_all(ORIGIN).iter();
+        let value = match (values.next(), values.next()) {
+            (None, _) if self.require_origin => return Err("an Origin header is required"),
+            (None, _) => return Ok(None),
+            (Some(_), Some(_)) => return Err("more than one Origin header"),
+            (Some(v), None) => v,
+        };
+        let text = value.to_str().map_err(|_| "unparsable Origin")?;
+        if text.trim().eq_ignore_ascii_case("null") {
+            return Err("Origin null is not allowed");
+        }
+        let origin = Origin::parse(text.trim()).ok_or("unparsable Origin")?;
+        let host = headers.get(HOST).and_then(|h| h.to_str().ok());
+        if self.policy.allows(&origin, host) {
+            Ok(Some(origin))
+        } else {
+            Err("Origin not allowed")
+        }
+    }
+}
+
+impl<S> Layer<S> for OriginLayer {
+    type Service = OriginCheck<S>;
+
+    fn layer(&self, inner: S) -> OriginCheck<S> {
+        OriginCheck {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service made by [`OriginLayer`].
+#[derive(Clone, Debug)]
+pub struct OriginCheck<S> {
+    inner: S,
+    layer: OriginLayer,
+}
+
+impl<S> OriginCheck<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for OriginCheck<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    RB: Default,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = Reject<S::Future, RB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if !self.layer.all_requests && !is_upgrade(req.headers()) {
+            return Reject::pass(self.inner.call(req));
+        }
+        match self.layer.check(req.headers()) {
+            Ok(origin) => {
+                if let Some(origin) = origin {
+                    req.extensions_mut().insert(origin);
+                }
+                Reject::pass(self.inner.call(req))
+            }
+            Err(reason) => {
+                tracing::info!(reason, origin = ?req.headers().get(ORIGIN), "websocket origin refused");
+                Reject::refuse(StatusCode::FORBIDDEN, Vec::new())
+            }
+        }
+    }
+}
