@@ -56,3 +56,41 @@ pub fn text_payload(len: usize) -> String {
     }
     out
 }
+
+/// The address of a peer server (`--addr HOST:PORT`, default
+/// `127.0.0.1:9001`), from the command line.
+pub fn addr_arg() -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--addr")
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| "127.0.0.1:9001".to_owned())
+}
+
+/// Whether a flag is on the command line.
+pub fn flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}
+
+/// Runs `handle` for every connection accepted on `--addr`, on a
+/// current-thread runtime (every server of the benchmark uses the same
+/// flavour), printing `listening on ADDR` once ready.
+pub fn serve<F, Fut>(handle: F) -> std::io::Result<()>
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let listener = tokio::net::TcpListener::bind(addr_arg()).await?;
+        println!("listening on {}", listener.local_addr()?);
+        loop {
+            let (tcp, _) = listener.accept().await?;
+            tcp.set_nodelay(true)?;
+            tokio::task::spawn_local(handle(tcp));
+        }
+    })
+}

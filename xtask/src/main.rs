@@ -4,6 +4,7 @@
 //! cargo-fuzz, printing each command before running it.
 
 mod autobahn;
+mod bench;
 mod ci;
 mod fuzz;
 mod system;
@@ -25,6 +26,9 @@ commands:
       --cases PATTERN          only run matching cases, e.g. `1.*` or `6.4.3`
       --update-expected        record the results in autobahn/expected-results-*.json
   fuzz [--secs N] [TARGET]     build and run the cargo-fuzz targets (default: 30 s each, all)
+  bench [--quick] [--servers a,b] [--scenarios x,y]
+                               the load benchmark against peer crates (results in benches/results/)
+      --micro                  the criterion micro-benchmarks instead
   ci                           test, fmt, clippy, doc, no-default-features check, autobahn, fuzz
   help                         show this text
 ";
@@ -59,6 +63,7 @@ fn dispatch(args: &[String]) -> Result {
         }
         "autobahn" => autobahn::run_autobahn(&autobahn::Options::parse(rest)?),
         "fuzz" => fuzz::run_fuzz(&fuzz::Options::parse(rest)?),
+        "bench" => bench::run_bench(rest),
         "ci" => {
             no_args()?;
             ci::run_ci()

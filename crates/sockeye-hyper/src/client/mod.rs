@@ -20,7 +20,7 @@ use crate::disable;
 use crate::error::Error;
 
 pub use self::io::ClientIo;
-pub use self::proxy::Proxy;
+pub use self::proxy::{ConnectResponse, Proxy};
 pub use self::reconnect::{Backoff, Reconnect, ReconnectEvent, ReconnectingSocket, StopHandle};
 
 use self::io::Inner;

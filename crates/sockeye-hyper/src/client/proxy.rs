@@ -116,14 +116,17 @@ impl Proxy {
         tcp.write_all(head.as_bytes()).await?;
 
         let mut buf = Vec::with_capacity(512);
-        let mut searched = 0;
-        let end = loop {
-            if let Some(end) = http1::find_head_end(&buf, searched) {
-                break end;
-            }
-            searched = buf.len();
-            if buf.len() >= limits.max_header_bytes() {
-                return Err(self.protocol_error("response head too large"));
+        loop {
+            match Self::parse_connect_response(&buf, limits) {
+                Ok(Some(())) => return Ok(()),
+                Ok(None) => {}
+                Err(ConnectResponse::Refused(status)) => {
+                    return Err(Error::Proxy {
+                        proxy: self.to_string(),
+                        status,
+                    });
+                }
+                Err(ConnectResponse::Invalid(reason)) => return Err(self.protocol_error(&reason)),
             }
             let mut chunk = [0u8; 1024];
             let n = tcp.read(&mut chunk).await?;
@@ -131,23 +134,48 @@ impl Proxy {
                 return Err(self.protocol_error("closed the connection before answering"));
             }
             buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Parses a proxy's answer to CONNECT (sans-IO): `Ok(None)` needs more
+    /// bytes, `Ok(Some(()))` the tunnel is open (a 2xx with nothing after
+    /// the head), otherwise the refusal or what is wrong with the answer.
+    ///
+    /// ```
+    /// use sockeye_hyper::client::{ConnectResponse, Proxy};
+    /// let limits = sockeye_hyper::Config::default();
+    /// assert_eq!(Proxy::parse_connect_response(b"HTTP/1.1 200 OK\r\n\r\n", &limits), Ok(Some(())));
+    /// assert_eq!(Proxy::parse_connect_response(b"HTTP/1.1 200 OK\r\n", &limits), Ok(None));
+    /// assert!(matches!(
+    ///     Proxy::parse_connect_response(b"HTTP/1.1 407 Auth\r\n\r\n", &limits),
+    ///     Err(ConnectResponse::Refused(s)) if s == 407
+    /// ));
+    /// ```
+    pub fn parse_connect_response(
+        buf: &[u8],
+        limits: &Config,
+    ) -> Result<Option<()>, ConnectResponse> {
+        let Some(end) = http1::find_head_end(buf, 0) else {
+            if buf.len() >= limits.max_header_bytes() {
+                return Err(ConnectResponse::Invalid("response head too large".into()));
+            }
+            return Ok(None);
         };
         let parsed = http1::parse_response(&buf[..end], limits)
-            .map_err(|e| self.protocol_error(&e.to_string()))?;
+            .map_err(|e| ConnectResponse::Invalid(e.to_string()))?;
         let Some((parts, _)) = parsed else {
-            return Err(self.protocol_error("incomplete response head"));
+            return Err(ConnectResponse::Invalid("incomplete response head".into()));
         };
         if !parts.status.is_success() {
-            return Err(Error::Proxy {
-                proxy: self.to_string(),
-                status: parts.status,
-            });
+            return Err(ConnectResponse::Refused(parts.status));
         }
         if buf.len() > end {
             // Nothing may come before we speak through the tunnel.
-            return Err(self.protocol_error("sent data after opening the tunnel"));
+            return Err(ConnectResponse::Invalid(
+                "sent data after opening the tunnel".into(),
+            ));
         }
-        Ok(())
+        Ok(Some(()))
     }
 
     fn protocol_error(&self, reason: &str) -> Error {
@@ -156,6 +184,15 @@ impl Proxy {
             reason: reason.to_owned(),
         }
     }
+}
+
+/// Why a proxy's answer to CONNECT does not open a tunnel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectResponse {
+    /// A non-2xx status.
+    Refused(http::StatusCode),
+    /// Not an acceptable HTTP answer.
+    Invalid(String),
 }
 
 /// Never shows the credentials.

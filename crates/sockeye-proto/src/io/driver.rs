@@ -216,6 +216,12 @@ where
                 return Poll::Ready(self.error.take().map(Err));
             }
 
+            // Frames already buffered are processed before anything is
+            // written: the replies to a whole read batch leave in one write.
+            if self.input_pending && self.error.is_none() {
+                self.handle_input();
+                continue;
+            }
             // Replies (pongs, close) and data fed but not flushed go out
             // before we wait for input.
             if self.conn.transmit_len() > 0
@@ -237,10 +243,6 @@ where
             }
             if let Some(e) = self.error.take() {
                 return Poll::Ready(Some(Err(e)));
-            }
-            if self.input_pending {
-                self.handle_input();
-                continue;
             }
             if self.poll_timer(cx).is_ready() {
                 continue;

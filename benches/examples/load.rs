@@ -1,0 +1,962 @@
+//! The load benchmark: sockeye's echo server and echo servers built on its
+//! peers, in one run, on loopback. Each server runs pinned to CPU 0 on a
+//! current-thread runtime; this generator runs pinned to CPU 1.
+//!
+//! ```text
+//! cargo xtask bench [--quick]      # builds everything, then runs this
+//! target/release/examples/load [--quick] [--out DIR] [--servers a,b] [--scenarios x,y]
+//! ```
+//!
+//! Scenarios: 20-byte text and 1 KiB binary with 100 connections and 16
+//! messages in flight each, 64 KiB with 10 connections, 1 MiB with one,
+//! permessage-deflate on 1 KiB JSON, memory per idle connection at 10 000
+//! connections, and p50/p99 latency at half the lowest peak rate. A raw TCP
+//! echo of the same bytes is the physical ceiling. The generator sends
+//! pre-masked frames and only parses frame headers, so it costs far less
+//! than any server (the TCP row shows its own ceiling).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use sockeye_benches::json_payload;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+type BoxError = Box<dyn std::error::Error>;
+
+const KEY: [u8; 4] = [0x5a, 0xa5, 0x3c, 0xc3];
+
+// ===== servers =====
+
+#[derive(Clone, Debug)]
+struct Server {
+    name: &'static str,
+    program: &'static str,
+    args: &'static [&'static str],
+    /// Speaks WebSocket (the raw TCP echo does not: no handshake).
+    websocket: bool,
+    /// Is one of sockeye's own (ratios are against the best non-sockeye).
+    ours: bool,
+}
+
+const SERVERS: &[Server] = &[
+    Server {
+        name: "sockeye (hyper)",
+        program: "echo_server",
+        args: &["--threads", "1"],
+        websocket: true,
+        ours: true,
+    },
+    Server {
+        name: "sockeye (raw)",
+        program: "echo_server",
+        args: &["--threads", "1", "--raw"],
+        websocket: true,
+        ours: true,
+    },
+    Server {
+        name: "tokio-tungstenite",
+        program: "peer_tungstenite",
+        args: &[],
+        websocket: true,
+        ours: false,
+    },
+    Server {
+        name: "fastwebsockets",
+        program: "peer_fastwebsockets",
+        args: &[],
+        websocket: true,
+        ours: false,
+    },
+    Server {
+        name: "tokio-websockets",
+        program: "peer_tokio_websockets",
+        args: &[],
+        websocket: true,
+        ours: false,
+    },
+    Server {
+        name: "yawc",
+        program: "peer_yawc",
+        args: &[],
+        websocket: true,
+        ours: false,
+    },
+    Server {
+        name: "ratchet",
+        program: "peer_ratchet",
+        args: &[],
+        websocket: true,
+        ours: false,
+    },
+    Server {
+        name: "raw TCP echo",
+        program: "tcp_echo",
+        args: &[],
+        websocket: false,
+        ours: false,
+    },
+];
+
+const DEFLATE_SERVERS: &[Server] = &[
+    Server {
+        name: "sockeye (hyper)",
+        program: "echo_server",
+        args: &["--threads", "1", "--deflate"],
+        websocket: true,
+        ours: true,
+    },
+    Server {
+        name: "sockeye (raw)",
+        program: "echo_server",
+        args: &["--threads", "1", "--raw", "--deflate"],
+        websocket: true,
+        ours: true,
+    },
+    Server {
+        name: "yawc",
+        program: "peer_yawc",
+        args: &["--deflate"],
+        websocket: true,
+        ours: false,
+    },
+    Server {
+        name: "ratchet",
+        program: "peer_ratchet",
+        args: &[],
+        websocket: true,
+        ours: false,
+    },
+];
+
+/// A running server, killed on drop.
+struct Running {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bin_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("target/release/examples"))
+}
+
+fn start(server: &Server) -> Result<Running, BoxError> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let program = bin_dir().join(server.program);
+    let mut child = Command::new("taskset")
+        .arg("-c")
+        .arg("0")
+        .arg(&program)
+        .arg("--addr")
+        .arg(&addr)
+        .args(server.args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    if !line.starts_with("listening on") {
+        return Err(format!("{} did not start: {line:?}", server.name).into());
+    }
+    Ok(Running { child, addr })
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+// ===== frames =====
+
+/// A masked client frame carrying `payload` (RSV1 when `compressed`).
+fn client_frame(opcode: u8, payload: &[u8], compressed: bool) -> Vec<u8> {
+    let mut out = vec![0x80 | if compressed { 0x40 } else { 0 } | opcode];
+    match payload.len() {
+        n @ 0..=125 => out.push(0x80 | n as u8),
+        n @ 126..=0xFFFF => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&KEY);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ KEY[i % 4]));
+    out
+}
+
+/// The payload compressed as one permessage-deflate message without
+/// context takeover (so the same frame can be sent again and again).
+fn deflated(payload: &[u8]) -> Vec<u8> {
+    let mut c = flate2::Compress::new_with_window_bits(flate2::Compression::new(1), false, 15);
+    let mut out = Vec::with_capacity(payload.len() + 64);
+    let _ = c.compress_vec(payload, &mut out, flate2::FlushCompress::Sync);
+    out.truncate(out.len().saturating_sub(4));
+    out
+}
+
+/// Counts complete messages (frames with FIN and a data opcode) in a byte
+/// stream, skipping payloads without looking at them.
+#[derive(Default)]
+struct FrameCounter {
+    skip: u64,
+    header: Vec<u8>,
+}
+
+impl FrameCounter {
+    fn feed(&mut self, mut data: &[u8]) -> Result<u64, BoxError> {
+        let mut complete = 0;
+        while !data.is_empty() {
+            if self.skip > 0 {
+                let n = (self.skip.min(data.len() as u64)) as usize;
+                self.skip -= n as u64;
+                data = &data[n..];
+                continue;
+            }
+            // Gather a whole header (2 to 14 bytes).
+            let take = (14 - self.header.len()).min(data.len());
+            let before = self.header.len();
+            self.header.extend_from_slice(&data[..take]);
+            let h = &self.header;
+            if h.len() < 2 {
+                data = &data[take..];
+                continue;
+            }
+            let masked = h[1] & 0x80 != 0;
+            let (len, mut used) = match h[1] & 0x7F {
+                126 if h.len() >= 4 => (u64::from(u16::from_be_bytes([h[2], h[3]])), 4),
+                127 if h.len() >= 10 => {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&h[2..10]);
+                    (u64::from_be_bytes(b), 10)
+                }
+                126 | 127 => {
+                    data = &data[take..];
+                    continue;
+                }
+                n => (u64::from(n), 2),
+            };
+            if masked {
+                used += 4;
+            }
+            if h.len() < used {
+                data = &data[take..];
+                continue;
+            }
+            let opcode = h[0] & 0x0F;
+            if opcode == 0x8 {
+                return Err("the server closed the connection".into());
+            }
+            if h[0] & 0x80 != 0 && opcode < 0x8 {
+                complete += 1;
+            }
+            // Bytes of this chunk that went past the header are payload.
+            data = &data[used - before..];
+            self.header.clear();
+            self.skip = len;
+        }
+        Ok(complete)
+    }
+}
+
+// ===== the generator =====
+
+#[derive(Clone)]
+struct Target {
+    addr: String,
+    websocket: bool,
+    deflate: bool,
+}
+
+/// Connects and performs the handshake; returns the stream and any bytes
+/// read past the 101.
+async fn open(target: &Target) -> Result<(TcpStream, Vec<u8>), BoxError> {
+    let mut tcp = TcpStream::connect(&target.addr).await?;
+    tcp.set_nodelay(true)?;
+    if !target.websocket {
+        return Ok((tcp, Vec::new()));
+    }
+    let ext = if target.deflate {
+        "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover; client_max_window_bits\r\n"
+    } else {
+        ""
+    };
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{ext}\r\n",
+        target.addr
+    );
+    tcp.write_all(req.as_bytes()).await?;
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = tcp.read(&mut chunk).await?;
+        if n == 0 {
+            return Err("closed during the handshake".into());
+        }
+        head.extend_from_slice(&chunk[..n]);
+        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            let text = String::from_utf8_lossy(&head[..end]).to_ascii_lowercase();
+            if !text.starts_with("http/1.1 101") {
+                return Err(
+                    format!("handshake refused: {}", text.lines().next().unwrap_or("")).into(),
+                );
+            }
+            if target.deflate && !text.contains("permessage-deflate") {
+                return Err("the server did not negotiate permessage-deflate".into());
+            }
+            return Ok((tcp, head[end + 4..].to_vec()));
+        }
+    }
+}
+
+struct Shared {
+    delivered: Cell<u64>,
+    stop: Cell<bool>,
+    errors: RefCell<Vec<String>>,
+}
+
+/// One connection keeping `in_flight` messages outstanding.
+async fn closed_loop(target: Target, frame: Rc<Vec<u8>>, in_flight: usize, shared: Rc<Shared>) {
+    let result: Result<(), BoxError> = async {
+        let (tcp, early) = open(&target).await?;
+        let (mut rd, mut wr) = tcp.into_split();
+        let mut counter = FrameCounter::default();
+        let big = frame.len() >= 16 << 10;
+        let mut out = Vec::with_capacity(if big { 0 } else { frame.len() * in_flight });
+        let send = |n: u64, out: &mut Vec<u8>| {
+            out.clear();
+            for _ in 0..n {
+                out.extend_from_slice(&frame);
+            }
+        };
+        if big {
+            for _ in 0..in_flight {
+                wr.write_all(&frame).await?;
+            }
+        } else {
+            send(in_flight as u64, &mut out);
+            wr.write_all(&out).await?;
+        }
+        let mut got = counter.feed(&early)?;
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            if got > 0 {
+                shared.delivered.set(shared.delivered.get() + got);
+                if shared.stop.get() {
+                    return Ok(());
+                }
+                if big {
+                    for _ in 0..got {
+                        wr.write_all(&frame).await?;
+                    }
+                } else {
+                    send(got, &mut out);
+                    wr.write_all(&out).await?;
+                }
+            }
+            let n = rd.read(&mut buf).await?;
+            if n == 0 {
+                return Err("the server closed the connection".into());
+            }
+            got = counter.feed(&buf[..n])?;
+        }
+    }
+    .await;
+    if let Err(e) = result
+        && !shared.stop.get()
+    {
+        shared.errors.borrow_mut().push(e.to_string());
+    }
+}
+
+struct Throughput {
+    msgs_per_sec: f64,
+    bytes_per_sec: f64,
+}
+
+/// Runs `conns` closed loops for `warmup + duration`; returns the rate in
+/// the measured window.
+async fn throughput(
+    target: &Target,
+    frame: Vec<u8>,
+    payload_len: usize,
+    conns: usize,
+    in_flight: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<Throughput, BoxError> {
+    let shared = Rc::new(Shared {
+        delivered: Cell::new(0),
+        stop: Cell::new(false),
+        errors: RefCell::new(Vec::new()),
+    });
+    let frame = Rc::new(frame);
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        tasks.push(tokio::task::spawn_local(closed_loop(
+            target.clone(),
+            Rc::clone(&frame),
+            in_flight,
+            Rc::clone(&shared),
+        )));
+    }
+    tokio::time::sleep(warmup).await;
+    let (start_count, start) = (shared.delivered.get(), Instant::now());
+    tokio::time::sleep(duration).await;
+    let (end_count, elapsed) = (shared.delivered.get(), start.elapsed());
+    shared.stop.set(true);
+    for t in tasks {
+        t.abort();
+    }
+    if let Some(e) = shared.errors.borrow().first() {
+        return Err(format!("{} error(s), first: {e}", shared.errors.borrow().len()).into());
+    }
+    let msgs = (end_count - start_count) as f64 / elapsed.as_secs_f64();
+    Ok(Throughput {
+        msgs_per_sec: msgs,
+        bytes_per_sec: msgs * payload_len as f64,
+    })
+}
+
+/// Opens `n` idle WebSocket connections and returns the server's extra RSS
+/// per connection, in bytes.
+async fn memory_per_connection(target: &Target, pid: u32, n: usize) -> Result<f64, BoxError> {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let base = rss_kib(pid);
+    let mut held = Vec::with_capacity(n);
+    for batch in 0..n.div_ceil(100) {
+        let mut opens = Vec::new();
+        for _ in 0..100.min(n - batch * 100) {
+            let target = target.clone();
+            opens.push(tokio::task::spawn_local(async move { open(&target).await }));
+        }
+        for o in opens {
+            held.push(o.await??.0);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let after = rss_kib(pid);
+    drop(held);
+    Ok((after.saturating_sub(base) as f64 * 1024.0) / n as f64)
+}
+
+/// `conns` connections each sending at `rate / conns` messages per second
+/// (paced per millisecond); returns (p50, p99) round-trip times in µs.
+async fn latency(
+    target: &Target,
+    frame: Vec<u8>,
+    conns: usize,
+    rate: f64,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<(f64, f64), BoxError> {
+    let samples = Rc::new(RefCell::new(Vec::<u32>::with_capacity(1 << 20)));
+    let recording = Rc::new(Cell::new(false));
+    let stop = Rc::new(Cell::new(false));
+    let errors = Rc::new(RefCell::new(Vec::<String>::new()));
+    let per_ms = rate / conns as f64 / 1000.0;
+    let frame = Rc::new(frame);
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (target, frame) = (target.clone(), Rc::clone(&frame));
+        let (samples, recording, stop, errors) = (
+            Rc::clone(&samples),
+            Rc::clone(&recording),
+            Rc::clone(&stop),
+            Rc::clone(&errors),
+        );
+        tasks.push(tokio::task::spawn_local(async move {
+            let r: Result<(), BoxError> = async {
+                let (tcp, _) = open(&target).await?;
+                let (mut rd, mut wr) = tcp.into_split();
+                let sent: Rc<RefCell<VecDeque<Instant>>> = Rc::default();
+                let reader_sent = Rc::clone(&sent);
+                let (rs, rr, rstop) =
+                    (Rc::clone(&samples), Rc::clone(&recording), Rc::clone(&stop));
+                let reader = tokio::task::spawn_local(async move {
+                    let mut counter = FrameCounter::default();
+                    let mut buf = vec![0u8; 64 << 10];
+                    while !rstop.get() {
+                        let n = match rd.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let Ok(got) = counter.feed(&buf[..n]) else {
+                            return;
+                        };
+                        let now = Instant::now();
+                        for _ in 0..got {
+                            if let Some(t) = reader_sent.borrow_mut().pop_front()
+                                && rr.get()
+                            {
+                                rs.borrow_mut().push((now - t).as_micros() as u32);
+                            }
+                        }
+                    }
+                });
+                let mut tick = tokio::time::interval(Duration::from_millis(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                let mut credit = 0.0;
+                let mut out = Vec::new();
+                while !stop.get() {
+                    tick.tick().await;
+                    credit += per_ms;
+                    let n = credit as usize;
+                    credit -= n as f64;
+                    out.clear();
+                    let now = Instant::now();
+                    for _ in 0..n {
+                        out.extend_from_slice(&frame);
+                        sent.borrow_mut().push_back(now);
+                    }
+                    if n > 0 {
+                        wr.write_all(&out).await?;
+                    }
+                }
+                reader.abort();
+                Ok(())
+            }
+            .await;
+            if let Err(e) = r {
+                errors.borrow_mut().push(e.to_string());
+            }
+        }));
+    }
+    tokio::time::sleep(warmup).await;
+    recording.set(true);
+    tokio::time::sleep(duration).await;
+    recording.set(false);
+    stop.set(true);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for t in tasks {
+        t.abort();
+    }
+    if let Some(e) = errors.borrow().first() {
+        return Err(e.clone().into());
+    }
+    let mut s = samples.borrow_mut();
+    if s.is_empty() {
+        return Err("no latency samples".into());
+    }
+    s.sort_unstable();
+    let pick = |q: f64| f64::from(s[((s.len() - 1) as f64 * q) as usize]);
+    Ok((pick(0.50), pick(0.99)))
+}
+
+// ===== orchestration =====
+
+struct Options {
+    quick: bool,
+    out: PathBuf,
+    servers: Option<Vec<String>>,
+    scenarios: Option<Vec<String>>,
+}
+
+fn parse_options() -> Options {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let list = |v: Option<String>| v.map(|s| s.split(',').map(str::to_owned).collect());
+    Options {
+        quick: args.iter().any(|a| a == "--quick"),
+        out: value("--out").map_or_else(|| PathBuf::from("benches/results"), PathBuf::from),
+        servers: list(value("--servers")),
+        scenarios: list(value("--scenarios")),
+    }
+}
+
+struct Scenario {
+    key: &'static str,
+    title: &'static str,
+    payload: Vec<u8>,
+    text: bool,
+    conns: usize,
+    in_flight: usize,
+    deflate: bool,
+}
+
+fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            key: "text20",
+            title: "20 B text, 100 conns × 16 in flight",
+            payload: vec![b'x'; 20],
+            text: true,
+            conns: 100,
+            in_flight: 16,
+            deflate: false,
+        },
+        Scenario {
+            key: "bin1k",
+            title: "1 KiB binary, 100 conns × 16 in flight",
+            payload: vec![0xAB; 1024],
+            text: false,
+            conns: 100,
+            in_flight: 16,
+            deflate: false,
+        },
+        Scenario {
+            key: "bin64k",
+            title: "64 KiB binary, 10 conns × 4 in flight",
+            payload: vec![0xCD; 64 << 10],
+            text: false,
+            conns: 10,
+            in_flight: 4,
+            deflate: false,
+        },
+        Scenario {
+            key: "bin1m",
+            title: "1 MiB binary, 1 conn × 2 in flight",
+            payload: vec![0xEF; 1 << 20],
+            text: false,
+            conns: 1,
+            in_flight: 2,
+            deflate: false,
+        },
+        Scenario {
+            key: "deflate",
+            title: "1 KiB JSON, permessage-deflate, 100 conns × 16 in flight",
+            payload: json_payload(1024).into_bytes(),
+            text: true,
+            conns: 100,
+            in_flight: 16,
+            deflate: true,
+        },
+    ]
+}
+
+#[derive(Default)]
+struct Row {
+    title: String,
+    unit: &'static str,
+    /// Higher is better (throughput) or lower (memory, latency).
+    higher_better: bool,
+    values: Vec<(&'static str, bool, Option<f64>, String)>,
+}
+
+fn main() -> Result<(), BoxError> {
+    let options = parse_options();
+    // Pin ourselves to CPU 1 (servers get CPU 0).
+    let _ = Command::new("taskset")
+        .args(["-p", "-c", "1", &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    let report = local.block_on(&rt, run(&options))?;
+    println!("{report}");
+    std::fs::create_dir_all(&options.out)?;
+    let stamp = Command::new("date")
+        .arg("+%Y-%m-%d")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let mode = if options.quick { "quick" } else { "full" };
+    let file = options.out.join(format!("{stamp}-{mode}.md"));
+    std::fs::write(&file, &report)?;
+    std::fs::write(options.out.join(format!("latest-{mode}.md")), &report)?;
+    eprintln!("written to {}", file.display());
+    Ok(())
+}
+
+fn selected<'a>(servers: &'a [Server], options: &Options) -> Vec<&'a Server> {
+    servers
+        .iter()
+        .filter(|s| {
+            options
+                .servers
+                .as_ref()
+                .is_none_or(|names| names.iter().any(|n| s.name.contains(n.as_str())))
+        })
+        .collect()
+}
+
+async fn run(options: &Options) -> Result<String, BoxError> {
+    let (warmup, duration) = if options.quick {
+        (Duration::from_millis(500), Duration::from_secs(2))
+    } else {
+        (Duration::from_secs(1), Duration::from_secs(5))
+    };
+    let wants = |key: &str| {
+        options
+            .scenarios
+            .as_ref()
+            .is_none_or(|s| s.iter().any(|k| k == key))
+    };
+    let mut rows: Vec<Row> = Vec::new();
+    let mut text20_peaks: Vec<f64> = Vec::new();
+
+    for sc in scenarios() {
+        if !wants(sc.key) {
+            continue;
+        }
+        let servers = if sc.deflate {
+            selected(DEFLATE_SERVERS, options)
+        } else {
+            selected(SERVERS, options)
+        };
+        let (unit, scale) = if sc.payload.len() >= 64 << 10 {
+            ("MB/s", 1e-6)
+        } else {
+            ("msg/s", 1.0)
+        };
+        let mut row = Row {
+            title: sc.title.to_owned(),
+            unit,
+            higher_better: true,
+            values: Vec::new(),
+        };
+        for server in servers {
+            let payload = if sc.deflate {
+                deflated(&sc.payload)
+            } else {
+                sc.payload.clone()
+            };
+            let frame = client_frame(if sc.text { 0x1 } else { 0x2 }, &payload, sc.deflate);
+            let running = start(server)?;
+            let target = Target {
+                addr: running.addr.clone(),
+                websocket: server.websocket,
+                deflate: sc.deflate,
+            };
+            eprint!("{:<24} {:<8} ... ", server.name, sc.key);
+            let result = throughput(
+                &target,
+                frame,
+                sc.payload.len(),
+                sc.conns,
+                sc.in_flight,
+                warmup,
+                duration,
+            )
+            .await;
+            drop(running);
+            match result {
+                Ok(t) => {
+                    let v = if unit == "MB/s" {
+                        t.bytes_per_sec * scale
+                    } else {
+                        t.msgs_per_sec
+                    };
+                    eprintln!("{v:.0} {unit}");
+                    if sc.key == "text20" && server.websocket {
+                        text20_peaks.push(t.msgs_per_sec);
+                    }
+                    row.values
+                        .push((server.name, server.ours, Some(v), format!("{v:.0}")));
+                }
+                Err(e) => {
+                    eprintln!("failed: {e}");
+                    row.values
+                        .push((server.name, server.ours, None, "failed".to_owned()));
+                }
+            }
+        }
+        rows.push(row);
+    }
+
+    if wants("memory") {
+        let n = if options.quick { 2_000 } else { 10_000 };
+        let mut row = Row {
+            title: format!("memory per idle connection ({n} connections)"),
+            unit: "KiB",
+            higher_better: false,
+            values: Vec::new(),
+        };
+        for server in selected(SERVERS, options)
+            .into_iter()
+            .filter(|s| s.websocket)
+        {
+            let running = start(server)?;
+            let target = Target {
+                addr: running.addr.clone(),
+                websocket: true,
+                deflate: false,
+            };
+            eprint!("{:<24} memory   ... ", server.name);
+            match memory_per_connection(&target, running.child.id(), n).await {
+                Ok(bytes) => {
+                    let kib = bytes / 1024.0;
+                    eprintln!("{kib:.1} KiB");
+                    row.values
+                        .push((server.name, server.ours, Some(kib), format!("{kib:.1}")));
+                }
+                Err(e) => {
+                    eprintln!("failed: {e}");
+                    row.values
+                        .push((server.name, server.ours, None, "failed".to_owned()));
+                }
+            }
+            drop(running);
+        }
+        rows.push(row);
+    }
+
+    if wants("latency") && !text20_peaks.is_empty() {
+        let rate = 0.5 * text20_peaks.iter().copied().fold(f64::INFINITY, f64::min);
+        let mut p50 = Row {
+            title: format!(
+                "p50 latency, 20 B at {rate:.0} msg/s (half the lowest peak), 100 conns"
+            ),
+            unit: "µs",
+            higher_better: false,
+            values: Vec::new(),
+        };
+        let mut p99 = Row {
+            title: "p99 latency, same load".to_owned(),
+            unit: "µs",
+            higher_better: false,
+            values: Vec::new(),
+        };
+        for server in selected(SERVERS, options)
+            .into_iter()
+            .filter(|s| s.websocket)
+        {
+            let running = start(server)?;
+            let target = Target {
+                addr: running.addr.clone(),
+                websocket: true,
+                deflate: false,
+            };
+            eprint!("{:<24} latency  ... ", server.name);
+            let frame = client_frame(0x1, &[b'x'; 20], false);
+            match latency(&target, frame, 100, rate, warmup, duration).await {
+                Ok((a, b)) => {
+                    eprintln!("p50 {a:.0} µs, p99 {b:.0} µs");
+                    p50.values
+                        .push((server.name, server.ours, Some(a), format!("{a:.0}")));
+                    p99.values
+                        .push((server.name, server.ours, Some(b), format!("{b:.0}")));
+                }
+                Err(e) => {
+                    eprintln!("failed: {e}");
+                    p50.values
+                        .push((server.name, server.ours, None, "failed".to_owned()));
+                    p99.values
+                        .push((server.name, server.ours, None, "failed".to_owned()));
+                }
+            }
+            drop(running);
+        }
+        rows.push(p50);
+        rows.push(p99);
+    }
+    Ok(render(&rows, options.quick))
+}
+
+fn render(rows: &[Row], quick: bool) -> String {
+    let mut out = String::new();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "# sockeye load benchmark ({})\n",
+        if quick { "quick" } else { "full" }
+    );
+    let _ = writeln!(
+        out,
+        "Loopback, each server pinned to CPU 0 on a current-thread tokio runtime, the generator \
+         pinned to CPU 1 ({cpu}). Produced by `cargo xtask bench{}`.\n",
+        if quick { " --quick" } else { "" }
+    );
+    for row in rows {
+        let _ = writeln!(out, "## {} ({})\n", row.title, row.unit);
+        let _ = writeln!(
+            out,
+            "| server | {} | vs best peer |\n|---|---:|---:|",
+            row.unit
+        );
+        let best_peer = row
+            .values
+            .iter()
+            .filter(|(name, ours, v, _)| !ours && v.is_some() && *name != "raw TCP echo")
+            .filter_map(|(_, _, v, _)| *v)
+            .fold(None, |acc: Option<f64>, v| {
+                Some(match acc {
+                    None => v,
+                    Some(a) if row.higher_better => a.max(v),
+                    Some(a) => a.min(v),
+                })
+            });
+        for (name, ours, value, shown) in &row.values {
+            let ratio = match (value, best_peer) {
+                (Some(v), Some(b)) if b > 0.0 && *v > 0.0 => {
+                    let r = if row.higher_better { v / b } else { b / v };
+                    format!("{r:.2}×")
+                }
+                _ => "–".to_owned(),
+            };
+            let name = if *ours {
+                format!("**{name}**")
+            } else {
+                (*name).to_owned()
+            };
+            let _ = writeln!(out, "| {name} | {shown} | {ratio} |");
+        }
+        let ceiling = row
+            .values
+            .iter()
+            .find(|(n, ..)| *n == "raw TCP echo")
+            .and_then(|(_, _, v, _)| *v);
+        if let Some(c) = ceiling {
+            for (name, ours, value, _) in &row.values {
+                if *ours && let Some(v) = value {
+                    let _ = writeln!(
+                        out,
+                        "\n{name}: {:.0} % of the raw TCP ceiling.",
+                        100.0 * v / c
+                    );
+                }
+            }
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(
+        out,
+        "Ratios: higher is better (for memory and latency, best peer ÷ value). \
+         \"Best peer\" excludes sockeye and the raw TCP echo."
+    );
+    out
+}
