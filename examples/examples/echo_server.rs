@@ -17,26 +17,19 @@
 //! requires `Authorization: Bearer TOKEN` (401 without, 403 if wrong). Ctrl-C or SIGTERM drains: every open socket gets close
 //! 1001, then the process exits.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use sockeye_auth::{
     AuthLayer, Credentials, Identity, OriginLayer, OriginPolicy, Rejection, Secret,
 };
 use sockeye_deflate::{DeflateConfig, DeflateLayer};
-use sockeye_examples::{Args, runtime, tls_acceptor};
-use sockeye_hyper::Body;
+use sockeye_examples::{Args, accept_loop, hyper_connection, runtime, tls_acceptor};
 use sockeye_hyper::server::{Drain, Handshake, UpgradeService, WebSocket};
 use sockeye_proto::{Acceptor, Config, Message};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceBuilder;
 
@@ -191,109 +184,6 @@ fn raw_check(
         }
     }
     Ok(())
-}
-
-/// Accepts until Ctrl-C or SIGTERM, handing each connection to `on_conn`,
-/// then drains the sockets.
-async fn accept_loop<F>(listener: TcpListener, drain: &Drain, on_conn: F) -> std::io::Result<()>
-where
-    F: Fn(TcpStream, watch::Receiver<bool>),
-{
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut shutdown = std::pin::pin!(shutdown_signal());
-    loop {
-        let (tcp, _) = tokio::select! {
-            accepted = listener.accept() => accepted?,
-            () = &mut shutdown => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        on_conn(tcp, stop_rx.clone());
-    }
-    // Plain HTTP connections finish their request and close; sockets drain.
-    let _ = stop_tx.send(true);
-    eprintln!(
-        "shutting down: closing {} socket(s) with 1001",
-        drain.open_sockets()
-    );
-    let report = drain.shutdown().await;
-    eprintln!(
-        "drained: {} closed, {} dropped",
-        report.closed, report.forced
-    );
-    Ok(())
-}
-
-/// Serves each connection with hyper's HTTP/1 (upgrades on), over TLS when
-/// an acceptor is given.
-fn hyper_connection<S>(
-    service: S,
-    tls: Option<TlsAcceptor>,
-) -> impl Fn(TcpStream, watch::Receiver<bool>)
-where
-    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    move |tcp, mut stop| {
-        let svc = TowerToHyperService::new(service.clone());
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let builder = hyper::server::conn::http1::Builder::new();
-            match tls {
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(tcp), svc);
-                    serve_http(conn.with_upgrades(), &mut stop).await;
-                }
-                Some(tls) => {
-                    let Ok(stream) = tls.accept(tcp).await else {
-                        return;
-                    };
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                    serve_http(conn.with_upgrades(), &mut stop).await;
-                }
-            }
-        });
-    }
-}
-
-/// Serves one HTTP connection; on shutdown lets it finish its request.
-async fn serve_http<I, S>(
-    conn: hyper::server::conn::http1::UpgradeableConnection<I, S>,
-    stop: &mut watch::Receiver<bool>,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::HttpService<Incoming>,
-    S::ResBody: 'static,
-    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-    }
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 async fn echo_hyper(ws: WebSocket, _handshake: Handshake) {

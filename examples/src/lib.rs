@@ -1,9 +1,20 @@
 //! Shared helpers for the sockeye examples: a tiny command-line parser (the
-//! examples' flags are an interface; this keeps them uniform) and runtime
-//! construction.
+//! examples' flags are an interface; this keeps them uniform), runtime
+//! construction, and the accept loop serving hyper connections with
+//! upgrades and a drain on Ctrl-C/SIGTERM.
 #![forbid(unsafe_code)]
 
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use sockeye_hyper::Body;
+use sockeye_hyper::server::Drain;
 use std::collections::HashMap;
+use std::convert::Infallible;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 /// Parsed `--flag value` and `--switch` arguments plus positionals.
 #[derive(Debug, Default)]
@@ -134,6 +145,119 @@ pub fn tls_acceptor(
         .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+}
+
+// ---- Serving over hyper, shared by the server examples ----
+
+/// A plain-text response body.
+pub fn text_body(text: &'static str) -> Body {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(hyper::body::Bytes::from_static(text.as_bytes()))
+        .map_err(|e| match e {})
+        .boxed_unsync()
+}
+
+/// Accepts until Ctrl-C or SIGTERM, handing each connection to `on_conn`,
+/// then drains the sockets.
+pub async fn accept_loop<F>(listener: TcpListener, drain: &Drain, on_conn: F) -> std::io::Result<()>
+where
+    F: Fn(TcpStream, watch::Receiver<bool>),
+{
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        on_conn(tcp, stop_rx.clone());
+    }
+    // Plain HTTP connections finish their request and close; sockets drain.
+    let _ = stop_tx.send(true);
+    eprintln!(
+        "shutting down: closing {} socket(s) with 1001",
+        drain.open_sockets()
+    );
+    let report = drain.shutdown().await;
+    eprintln!(
+        "drained: {} closed, {} dropped",
+        report.closed, report.forced
+    );
+    Ok(())
+}
+
+/// Serves each connection with hyper's HTTP/1 (upgrades on), over TLS when
+/// an acceptor is given.
+pub fn hyper_connection<S>(
+    service: S,
+    tls: Option<TlsAcceptor>,
+) -> impl Fn(TcpStream, watch::Receiver<bool>)
+where
+    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    move |tcp, mut stop| {
+        let svc = TowerToHyperService::new(service.clone());
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let builder = hyper::server::conn::http1::Builder::new();
+            match tls {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+                    serve_http(conn.with_upgrades(), &mut stop).await;
+                }
+                Some(tls) => {
+                    let Ok(stream) = tls.accept(tcp).await else {
+                        return;
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    serve_http(conn.with_upgrades(), &mut stop).await;
+                }
+            }
+        });
+    }
+}
+
+/// Serves one HTTP connection; on shutdown lets it finish its request.
+pub async fn serve_http<I, S>(
+    conn: hyper::server::conn::http1::UpgradeableConnection<I, S>,
+    stop: &mut watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 #[cfg(test)]

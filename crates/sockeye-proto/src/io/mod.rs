@@ -115,9 +115,15 @@ where
 
     /// Queues a prepared message (framed once for many sockets) and flushes.
     pub async fn send_prepared(&mut self, message: &PreparedMessage) -> Result<(), Error> {
-        poll_fn(|cx| self.driver.poll_ready(cx)).await?;
-        self.driver.conn.send_prepared(message)?;
+        self.feed_prepared(message).await?;
         self.flush().await
+    }
+
+    /// Queues a prepared message without flushing (waits only while the
+    /// write buffer is above its high-water mark), like `SinkExt::feed`.
+    pub async fn feed_prepared(&mut self, message: &PreparedMessage) -> Result<(), Error> {
+        poll_fn(|cx| self.driver.poll_ready(cx)).await?;
+        self.driver.conn.send_prepared(message)
     }
 
     /// Writes everything queued.

@@ -183,9 +183,14 @@ where
 
     /// Queues a prepared message and flushes.
     pub async fn send_prepared(&mut self, message: &PreparedMessage) -> Result<(), Error> {
-        std::future::poll_fn(|cx| self.with_driver(cx, |d, wcx| d.poll_ready(wcx))).await?;
-        self.shared.lock().conn.send_prepared(message)?;
+        self.feed_prepared(message).await?;
         self.flush().await
+    }
+
+    /// Queues a prepared message without flushing, like `SinkExt::feed`.
+    pub async fn feed_prepared(&mut self, message: &PreparedMessage) -> Result<(), Error> {
+        std::future::poll_fn(|cx| self.with_driver(cx, |d, wcx| d.poll_ready(wcx))).await?;
+        self.shared.lock().conn.send_prepared(message)
     }
 
     /// Writes everything queued.

@@ -1,0 +1,106 @@
+//! Pub/sub server: a sockeye-pubsub hub at `/ws` with one open namespace,
+//! `test:` (clients may publish; the last 1000 publications of each topic
+//! are kept 10 minutes for recovery; presence on). The wire protocol is in
+//! `crates/sockeye-pubsub/PROTOCOL.md`.
+//!
+//! ```text
+//! cargo run --release --example pubsub_server -- --addr 127.0.0.1:9002
+//!     [--redis redis://127.0.0.1:6379 [--redis-mode standalone|sharded]]
+//!     [--threads N] [--deflate] [--allow-origin ORIGIN]...
+//! ```
+//! Prints `listening on ADDR` once ready. Without `--redis` the hub uses the
+//! in-memory broker; with it, several servers on one Redis deliver each
+//! other's publications (`sharded` uses SSUBSCRIBE/SPUBLISH on a Redis
+//! Cluster; give any node). Other paths answer 404. Ctrl-C or SIGTERM closes
+//! every socket with 1001.
+
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use sockeye_auth::{OriginLayer, OriginPolicy};
+use sockeye_deflate::{DeflateConfig, DeflateLayer};
+use sockeye_examples::{Args, accept_loop, hyper_connection, runtime, text_body};
+use sockeye_hyper::server::Drain;
+use sockeye_pubsub::{Hub, Namespace, RedisBroker, RedisMode};
+use tokio::net::TcpListener;
+use tower::{ServiceBuilder, ServiceExt};
+
+const USAGE: &str = "usage: pubsub_server [--addr HOST:PORT] [--redis URL [--redis-mode standalone|sharded]] \
+                     [--threads N] [--deflate] [--allow-origin ORIGIN]...";
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse(
+        USAGE,
+        &["addr", "redis", "redis-mode", "threads", "allow-origin"],
+        &["deflate"],
+    );
+    let addr = args.value("addr").unwrap_or("127.0.0.1:9002").to_owned();
+    let mode = match args.value("redis-mode").unwrap_or("standalone") {
+        "standalone" => RedisMode::Standalone,
+        "sharded" => RedisMode::Sharded,
+        other => return Err(format!("--redis-mode: {other}: standalone or sharded").into()),
+    };
+    let redis = args.value("redis").map(|url| (url.to_owned(), mode));
+    let origins = match args.values("allow-origin") {
+        [] => None,
+        list => Some(OriginLayer::new(OriginPolicy::list(list)?)),
+    };
+    let deflate = args.switch("deflate");
+    runtime(args.parsed("threads", 0usize))?.block_on(serve(addr, redis, deflate, origins))
+}
+
+async fn serve(
+    addr: String,
+    redis: Option<(String, RedisMode)>,
+    deflate: bool,
+    origins: Option<OriginLayer>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let test = Namespace::new()
+        .client_publish(true)
+        .history(1000, Duration::from_secs(600))
+        .presence(true);
+    let mut builder = Hub::builder().namespace("test", test);
+    if let Some((url, mode)) = &redis {
+        let broker = RedisBroker::builder(url.as_str())
+            .mode(*mode)
+            .connect()
+            .await?;
+        builder = builder.broker(broker);
+    }
+    if deflate {
+        builder = builder.deflate(DeflateConfig::new());
+    }
+    let hub = builder.build();
+    let drain = Drain::new();
+    let upgrade = hub.upgrade_service().drain(&drain);
+    let ws = ServiceBuilder::new()
+        .option_layer(origins)
+        .option_layer(deflate.then(|| DeflateLayer::new(DeflateConfig::new())))
+        .service(upgrade);
+    // `/ws` is the hub; anything else is 404.
+    let service = tower::service_fn(move |req: Request<Incoming>| {
+        let ws = ws.clone();
+        async move {
+            if req.uri().path() == "/ws" {
+                ws.oneshot(req).await
+            } else {
+                let mut resp = Response::new(text_body("not found\n"));
+                *resp.status_mut() = StatusCode::NOT_FOUND;
+                Ok(resp)
+            }
+        }
+    });
+    let listener = TcpListener::bind(&addr).await?;
+    println!("listening on {}", listener.local_addr()?);
+    eprintln!(
+        "pubsub server: ws://{}/ws, namespace test: ({})",
+        listener.local_addr()?,
+        match &redis {
+            Some((url, mode)) => format!("Redis {url}, {mode:?}"),
+            None => "in-memory broker".to_owned(),
+        }
+    );
+    accept_loop(listener, &drain, hyper_connection(service, None)).await?;
+    Ok(())
+}
