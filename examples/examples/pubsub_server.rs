@@ -1,17 +1,20 @@
 //! Pub/sub server: a sockeye-pubsub hub at `/ws` with one open namespace,
 //! `test:` (clients may publish; the last 1000 publications of each topic
-//! are kept 10 minutes for recovery; presence on). The wire protocol is in
-//! `crates/sockeye-pubsub/PROTOCOL.md`.
+//! are kept 10 minutes for recovery; presence on), and `bench:` for the
+//! fan-out benchmark (clients publish; no history, no presence). The wire
+//! protocol is in `crates/sockeye-pubsub/PROTOCOL.md`.
 //!
 //! ```text
 //! cargo run --release --example pubsub_server -- --addr 127.0.0.1:9002
 //!     [--redis redis://127.0.0.1:6379 [--redis-mode standalone|sharded]]
-//!     [--threads N] [--deflate] [--allow-origin ORIGIN]...
+//!     [--threads N] [--deflate] [--allow-origin ORIGIN]... [--rate-limit N]
 //! ```
 //! Prints `listening on ADDR` once ready. Without `--redis` the hub uses the
 //! in-memory broker; with it, several servers on one Redis deliver each
 //! other's publications (`sharded` uses SSUBSCRIBE/SPUBLISH on a Redis
-//! Cluster; give any node). Other paths answer 404. Ctrl-C or SIGTERM closes
+//! Cluster; give any node). `--rate-limit` sets the commands a socket may
+//! send per second (default 100, bursts of twice that). Other paths answer
+//! 404. Ctrl-C or SIGTERM closes
 //! every socket with 1001.
 
 use std::time::Duration;
@@ -22,17 +25,24 @@ use sockeye_auth::{OriginLayer, OriginPolicy};
 use sockeye_deflate::{DeflateConfig, DeflateLayer};
 use sockeye_examples::{Args, accept_loop, hyper_connection, runtime, text_body};
 use sockeye_hyper::server::Drain;
-use sockeye_pubsub::{Hub, Namespace, RedisBroker, RedisMode};
+use sockeye_pubsub::{Hub, Namespace, RateLimit, RedisBroker, RedisMode};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 
 const USAGE: &str = "usage: pubsub_server [--addr HOST:PORT] [--redis URL [--redis-mode standalone|sharded]] \
-                     [--threads N] [--deflate] [--allow-origin ORIGIN]...";
+                     [--threads N] [--deflate] [--allow-origin ORIGIN]... [--rate-limit N]";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse(
         USAGE,
-        &["addr", "redis", "redis-mode", "threads", "allow-origin"],
+        &[
+            "addr",
+            "redis",
+            "redis-mode",
+            "threads",
+            "allow-origin",
+            "rate-limit",
+        ],
         &["deflate"],
     );
     let addr = args.value("addr").unwrap_or("127.0.0.1:9002").to_owned();
@@ -46,21 +56,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         [] => None,
         list => Some(OriginLayer::new(OriginPolicy::list(list)?)),
     };
-    let deflate = args.switch("deflate");
-    runtime(args.parsed("threads", 0usize))?.block_on(serve(addr, redis, deflate, origins))
+    let options = Options {
+        redis,
+        deflate: args.switch("deflate"),
+        origins,
+        rate: args.parsed("rate-limit", 100.0f64),
+    };
+    runtime(args.parsed("threads", 0usize))?.block_on(serve(addr, options))
 }
 
-async fn serve(
-    addr: String,
+struct Options {
     redis: Option<(String, RedisMode)>,
     deflate: bool,
     origins: Option<OriginLayer>,
-) -> Result<(), Box<dyn std::error::Error>> {
+    rate: f64,
+}
+
+async fn serve(addr: String, options: Options) -> Result<(), Box<dyn std::error::Error>> {
+    let Options {
+        redis,
+        deflate,
+        origins,
+        rate,
+    } = options;
     let test = Namespace::new()
         .client_publish(true)
         .history(1000, Duration::from_secs(600))
         .presence(true);
-    let mut builder = Hub::builder().namespace("test", test);
+    // For benchmarks: clients publish, nothing kept.
+    let bench = Namespace::new().client_publish(true);
+    let burst = (2.0 * rate).clamp(1.0, f64::from(u32::MAX)) as u32;
+    let mut builder = Hub::builder()
+        .namespace("test", test)
+        .namespace("bench", bench)
+        .rate_limit(RateLimit::new(rate, burst));
     if let Some((url, mode)) = &redis {
         let broker = RedisBroker::builder(url.as_str())
             .mode(*mode)

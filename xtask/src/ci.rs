@@ -52,8 +52,9 @@ const STAGES: &[Stage] = &[
     Stage {
         name: "no-default-features",
         run: || {
-            // The sans-IO core alone, and the hyper crate without TLS.
-            for krate in ["sockeye-proto", "sockeye-hyper"] {
+            // The sans-IO core alone, the hyper crate without TLS, and the
+            // hub without hyper (bring your own sockets).
+            for krate in ["sockeye-proto", "sockeye-hyper", "sockeye-pubsub"] {
                 run(&mut cargo_cmd([
                     "check",
                     "-p",

@@ -1,21 +1,76 @@
 //! `cargo xtask test`: every unit, integration and doc test of the default
-//! members, after installing what the tests need beyond crates.
+//! members, after installing and starting what the tests need beyond crates.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::system::ensure_binary;
-use crate::util::{Result, cargo_cmd, run};
+use crate::util::{ChildGuard, Result, cargo_cmd, free_port, run, spawn, target_dir};
 
-/// The tests' system dependencies: nginx (sockeye-hyper's reverse-proxy test).
+/// Where Debian's redis-server package puts the server.
+const REDIS_SERVER: &str = "/usr/bin/redis-server";
+
+/// The tests' system dependencies: nginx (sockeye-hyper's reverse-proxy
+/// test) and redis-server (sockeye-pubsub's Redis broker tests).
 pub(crate) fn ensure_test_tools() -> Result {
     ensure_binary(
         "/usr/sbin/nginx",
         &["nginx-light"],
         "sockeye-hyper's tests run a real nginx reverse proxy",
+    )?;
+    ensure_binary(
+        REDIS_SERVER,
+        &["redis-server"],
+        "sockeye-pubsub's tests run real Redis servers (pub/sub, streams, cluster)",
     )
 }
 
+/// Starts a throwaway redis-server on a free loopback port (no persistence,
+/// its files under target/); stopped when the guard drops.
+pub(crate) fn start_redis() -> Result<(ChildGuard, String)> {
+    let port = free_port()?;
+    let dir = target_dir().join("tmp").join(format!("redis-{port}"));
+    std::fs::create_dir_all(&dir)?;
+    println!("starting redis-server on 127.0.0.1:{port} for the tests");
+    let mut guard = spawn(
+        Command::new(REDIS_SERVER)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--logfile", ""])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null()),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        guard.check_running()?;
+        if ping(port) {
+            return Ok((guard, format!("redis://127.0.0.1:{port}")));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("redis-server on port {port} did not answer PING").into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut buf = [0u8; 16];
+    s.write_all(b"PING\r\n").is_ok()
+        && s.read(&mut buf)
+            .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+}
+
 /// Runs `cargo test --locked --all-features` in the project root (every
-/// feature, so feature-gated code such as the axum extractor is tested).
+/// feature, so feature-gated code such as the axum extractor and the Redis
+/// broker is tested), with a redis-server for the tests that share one.
 pub(crate) fn run_tests() -> Result {
     ensure_test_tools()?;
-    run(&mut cargo_cmd(["test", "--locked", "--all-features"]))
+    let (_redis, url) = start_redis()?;
+    run(cargo_cmd(["test", "--locked", "--all-features"]).env("SOCKEYE_TEST_REDIS_URL", url))
 }

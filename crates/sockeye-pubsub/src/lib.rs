@@ -53,7 +53,7 @@ mod topic;
 pub use authorizer::{Access, Action, AllowAll, Authorizer};
 pub use broker::{Broker, BrokerEvent, BrokerHandler, Member, MemoryBroker, Publication};
 #[cfg(feature = "redis")]
-pub use broker::{RedisBroker, RedisMode};
+pub use broker::{RedisBroker, RedisBrokerBuilder, RedisMode};
 pub use error::{Error, ErrorCode};
 #[cfg(feature = "hyper")]
 pub use hub::HubHandler;

@@ -57,13 +57,23 @@ async fn publish_reaches_every_subscriber_once_in_order() {
     let mut publisher = Client::connect(&server.url()).await;
     for i in 0..50 {
         // A reply without history is an empty object.
-        assert_eq!(publisher.publish("open:room", &format!(r#"{{"n":{i},"s":"é\"x"}}"#)).await, json!({}));
+        assert_eq!(
+            publisher
+                .publish("open:room", &format!(r#"{{"n":{i},"s":"é\"x"}}"#))
+                .await,
+            json!({})
+        );
     }
     // Server-side publishing shares the path.
-    hub.publish("open:room", &json!({"n": 50, "s": "server"})).await.unwrap();
+    hub.publish("open:room", &json!({"n": 50, "s": "server"}))
+        .await
+        .unwrap();
     for c in &mut subs {
         let got = pushes(c, "open:room", 51).await;
-        let ns: Vec<u64> = got.iter().map(|v| v["data"]["n"].as_u64().unwrap()).collect();
+        let ns: Vec<u64> = got
+            .iter()
+            .map(|v| v["data"]["n"].as_u64().unwrap())
+            .collect();
         assert_eq!(ns, (0..=50).collect::<Vec<_>>());
         // The payload arrives as published, no offset without history.
         assert_eq!(got[0]["data"]["s"], "é\"x");
@@ -85,17 +95,46 @@ async fn errors_are_replies_and_abuse_closes_with_1008() {
         .build();
     let server = Server::start(&hub).await;
     let mut c = Client::connect(&server.url()).await;
-    assert_eq!(c.error(r#"{"op":"subscribe","topic":"nope:x"}"#).await, "unknown_topic");
-    assert_eq!(c.error(r#"{"op":"subscribe","topic":"nonamespace"}"#).await, "unknown_topic");
-    assert_eq!(c.error(r#"{"op":"subscribe","topic":"chat:bad name"}"#).await, "unknown_topic");
-    assert_eq!(c.error(r#"{"op":"subscribe","topic":"chat:secret"}"#).await, "forbidden");
-    assert_eq!(c.error(r#"{"op":"publish","topic":"news:x","data":1}"#).await, "forbidden");
-    assert_eq!(c.error(r#"{"op":"presence","topic":"news:x"}"#).await, "bad_request");
-    assert_eq!(c.error(r#"{"op":"unsubscribe","topic":"chat:x"}"#).await, "bad_request");
-    assert_eq!(c.error(r#"{"op":"fly","topic":"chat:x"}"#).await, "bad_request");
+    assert_eq!(
+        c.error(r#"{"op":"subscribe","topic":"nope:x"}"#).await,
+        "unknown_topic"
+    );
+    assert_eq!(
+        c.error(r#"{"op":"subscribe","topic":"nonamespace"}"#).await,
+        "unknown_topic"
+    );
+    assert_eq!(
+        c.error(r#"{"op":"subscribe","topic":"chat:bad name"}"#)
+            .await,
+        "unknown_topic"
+    );
+    assert_eq!(
+        c.error(r#"{"op":"subscribe","topic":"chat:secret"}"#).await,
+        "forbidden"
+    );
+    assert_eq!(
+        c.error(r#"{"op":"publish","topic":"news:x","data":1}"#)
+            .await,
+        "forbidden"
+    );
+    assert_eq!(
+        c.error(r#"{"op":"presence","topic":"news:x"}"#).await,
+        "bad_request"
+    );
+    assert_eq!(
+        c.error(r#"{"op":"unsubscribe","topic":"chat:x"}"#).await,
+        "bad_request"
+    );
+    assert_eq!(
+        c.error(r#"{"op":"fly","topic":"chat:x"}"#).await,
+        "bad_request"
+    );
     let long = format!(r#"{{"op":"subscribe","topic":"chat:{}"}}"#, "x".repeat(300));
     assert_eq!(c.error(&long).await, "limit_exceeded");
-    let big = format!(r#"{{"op":"publish","topic":"chat:x","data":"{}"}}"#, "x".repeat(70_000));
+    let big = format!(
+        r#"{{"op":"publish","topic":"chat:x","data":"{}"}}"#,
+        "x".repeat(70_000)
+    );
     assert_eq!(c.error(&big).await, "limit_exceeded");
     let reply = serde_json::json!({"temporary": false});
     // Unparseable input: `id` null, the error says why.
@@ -130,18 +169,37 @@ async fn rate_limit_answers_rate_limited() {
     let mut codes = Vec::new();
     for _ in 0..6 {
         let v = c.recv().await;
-        codes.push(if v.get("ok").is_some() { "ok".to_owned() } else { v["error"]["code"].as_str().unwrap().to_owned() });
+        codes.push(if v.get("ok").is_some() {
+            "ok".to_owned()
+        } else {
+            v["error"]["code"].as_str().unwrap().to_owned()
+        });
         if v.get("error").is_some() {
             assert_eq!(v["error"]["temporary"], true);
         }
     }
-    assert_eq!(codes, ["ok", "ok", "ok", "rate_limited", "rate_limited", "rate_limited"]);
+    assert_eq!(
+        codes,
+        [
+            "ok",
+            "ok",
+            "ok",
+            "rate_limited",
+            "rate_limited",
+            "rate_limited"
+        ]
+    );
 }
 
 #[tokio::test]
 async fn history_recovers_after_a_client_drop_or_says_it_cannot() {
     let hub = Hub::builder()
-        .namespace("chat", Namespace::new().client_publish(true).history(10, Duration::from_secs(60)))
+        .namespace(
+            "chat",
+            Namespace::new()
+                .client_publish(true)
+                .history(10, Duration::from_secs(60)),
+        )
         .build();
     let server = Server::start(&hub).await;
     let mut c = Client::connect(&server.url()).await;
@@ -153,7 +211,12 @@ async fn history_recovers_after_a_client_drop_or_says_it_cannot() {
         assert_eq!((pos.offset, pos.epoch.as_str()), (i, epoch.as_str()));
     }
     let got = pushes(&mut c, "chat:r", 3).await;
-    assert_eq!(got.iter().map(|v| v["offset"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(
+        got.iter()
+            .map(|v| v["offset"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
     drop(c);
 
     // Missed 4..=8 while away: all of them come back, once, in order.
@@ -162,7 +225,9 @@ async fn history_recovers_after_a_client_drop_or_says_it_cannot() {
     }
     let mut c = Client::connect(&server.url()).await;
     let id = c
-        .command(&format!(r#"{{"op":"subscribe","topic":"chat:r","since":{{"offset":3,"epoch":"{epoch}"}}}}"#))
+        .command(&format!(
+            r#"{{"op":"subscribe","topic":"chat:r","since":{{"offset":3,"epoch":"{epoch}"}}}}"#
+        ))
         .await;
     let (reply, before) = c.reply(id).await;
     assert!(before.is_empty(), "nothing before the reply: {before:?}");
@@ -170,7 +235,12 @@ async fn history_recovers_after_a_client_drop_or_says_it_cannot() {
     assert_eq!(reply["ok"]["offset"], 8);
     hub.publish("chat:r", &9).await.unwrap();
     let got = pushes(&mut c, "chat:r", 6).await;
-    assert_eq!(got.iter().map(|v| v["data"].as_u64().unwrap()).collect::<Vec<_>>(), [4, 5, 6, 7, 8, 9]);
+    assert_eq!(
+        got.iter()
+            .map(|v| v["data"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [4, 5, 6, 7, 8, 9]
+    );
 
     // Too far behind (history keeps 10): no partial replay.
     for i in 10..=25 {
@@ -178,7 +248,9 @@ async fn history_recovers_after_a_client_drop_or_says_it_cannot() {
     }
     let mut late = Client::connect(&server.url()).await;
     let id = late
-        .command(&format!(r#"{{"op":"subscribe","topic":"chat:r","since":{{"offset":3,"epoch":"{epoch}"}}}}"#))
+        .command(&format!(
+            r#"{{"op":"subscribe","topic":"chat:r","since":{{"offset":3,"epoch":"{epoch}"}}}}"#
+        ))
         .await;
     let (reply, _) = late.reply(id).await;
     assert_eq!(reply["ok"]["recovered"], false);
@@ -211,7 +283,12 @@ async fn presence_counts_and_announces() {
     }
     let ok = a.ok(r#"{"op":"presence","topic":"chat:p"}"#).await;
     assert_eq!(ok["count"], 2);
-    let ids: Vec<&str> = ok["members"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = ok["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert!(ids.contains(&joins[0].as_str()) && ids.contains(&joins[1].as_str()));
     assert!(ids.iter().all(|id| id.starts_with(hub.node_id())));
     drop(b);
@@ -237,7 +314,12 @@ async fn presence_counts_and_announces() {
 async fn stalled_reader(policy: SlowConsumer) -> Hub {
     let limit_bytes = 1 << 20;
     let hub = Hub::builder()
-        .namespace("feed", Namespace::new().history(10_000, Duration::from_secs(60)).slow_consumer(policy))
+        .namespace(
+            "feed",
+            Namespace::new()
+                .history(10_000, Duration::from_secs(60))
+                .slow_consumer(policy),
+        )
         .queue_limits(256, limit_bytes)
         .build();
     let server = Server::with_handles(&hub).await;
@@ -257,7 +339,9 @@ async fn stalled_reader(policy: SlowConsumer) -> Hub {
     let payload = "y".repeat(8 << 10);
     let mut max_queued = 0;
     for i in 0..n {
-        hub.publish("feed:x", &json!({"i": i, "p": payload})).await.unwrap();
+        hub.publish("feed:x", &json!({"i": i, "p": payload}))
+            .await
+            .unwrap();
         max_queued = max_queued.max(stalled_handle.queued_bytes());
         // Publishing never waits on subscribers; pacing lets the readers'
         // writer tasks keep up, as a real publisher's rate would.
@@ -268,7 +352,10 @@ async fn stalled_reader(policy: SlowConsumer) -> Hub {
     }
     // Pushes are bounded by the limit; control items (a lag event) add a
     // few bytes at most.
-    assert!(max_queued <= limit_bytes + 1024, "stalled queue reached {max_queued}");
+    assert!(
+        max_queued <= limit_bytes + 1024,
+        "stalled queue reached {max_queued}"
+    );
     if policy == SlowConsumer::Disconnect {
         assert!(stalled_handle.is_closed());
         // Its socket sees the 1008 once it reads again (past what the
@@ -282,7 +369,10 @@ async fn stalled_reader(policy: SlowConsumer) -> Hub {
             }
         };
         assert_eq!(code, Some(CloseCode::POLICY_VIOLATION));
-        assert!(seen < n, "the stalled reader cannot have received everything");
+        assert!(
+            seen < n,
+            "the stalled reader cannot have received everything"
+        );
         assert_eq!(hub.metrics().slow_disconnects, 1);
     } else {
         assert!(!stalled_handle.is_closed());
@@ -318,7 +408,10 @@ async fn slow_consumer_drop_oldest_stays_bounded_and_gets_lag() {
 #[tokio::test]
 async fn keep_latest_keeps_the_newest_per_topic() {
     let hub = Hub::builder()
-        .namespace("tick", Namespace::new().slow_consumer(SlowConsumer::KeepLatest))
+        .namespace(
+            "tick",
+            Namespace::new().slow_consumer(SlowConsumer::KeepLatest),
+        )
         .queue_limits(4, 1 << 20)
         .build();
     let server = Server::with_handles(&hub).await;
@@ -400,18 +493,25 @@ async fn deflate_subscribers_get_the_once_compressed_frame() {
         }
     });
     let url = format!("ws://{addr}/ws");
-    let mut compressed = Client::connect_with(ClientBuilder::new(&url).deflate(DeflateConfig::new())).await;
+    let mut compressed =
+        Client::connect_with(ClientBuilder::new(&url).deflate(DeflateConfig::new())).await;
     assert!(compressed.ws.connection().extension().is_some());
     let mut plain = Client::connect(&url).await;
     compressed.subscribe("open:z").await;
     plain.subscribe("open:z").await;
     let text = "all work and no play ".repeat(100);
     for i in 0..5 {
-        hub.publish("open:z", &json!({"i": i, "t": text})).await.unwrap();
+        hub.publish("open:z", &json!({"i": i, "t": text}))
+            .await
+            .unwrap();
     }
     for c in [&mut compressed, &mut plain] {
         let got = pushes(c, "open:z", 5).await;
-        assert!(got.iter().enumerate().all(|(i, v)| v["data"]["i"] == i && v["data"]["t"] == text));
+        assert!(
+            got.iter()
+                .enumerate()
+                .all(|(i, v)| v["data"]["i"] == i && v["data"]["t"] == text)
+        );
     }
 }
 
@@ -430,11 +530,19 @@ async fn rust_client_recovers_missed_publications_after_a_drop() {
         multiplier: 2.0,
         jitter: 0.0,
     };
-    let client = PubSubClient::builder(&url).backoff(fast).connect().await.unwrap();
+    let client = PubSubClient::builder(&url)
+        .backoff(fast)
+        .connect()
+        .await
+        .unwrap();
     let mut chat = client.subscribe("chat:lobby").await.unwrap();
     let mut news = client.subscribe("news:x").await.unwrap();
     for i in 1..=3 {
-        let pos = client.publish("chat:lobby", &json!({"i": i})).await.unwrap().unwrap();
+        let pos = client
+            .publish("chat:lobby", &json!({"i": i}))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(pos.offset, i);
     }
     assert_eq!(client.presence("chat:lobby").await.unwrap().len(), 1);
@@ -462,7 +570,11 @@ async fn rust_client_recovers_missed_publications_after_a_drop() {
     let mut got = Vec::new();
     let mut reconnected = None;
     while got.len() < 9 || reconnected.is_none() {
-        match tokio::time::timeout(WAIT, chat.recv()).await.unwrap().unwrap() {
+        match tokio::time::timeout(WAIT, chat.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
             Item::Publication { offset, .. } => got.push(offset.unwrap()),
             Item::Reconnected { recovered } => reconnected = Some(recovered),
             Item::Disconnected => {}
@@ -473,7 +585,11 @@ async fn rust_client_recovers_missed_publications_after_a_drop() {
     assert_eq!(reconnected, Some(true));
     // Without history: told it may have missed something.
     loop {
-        match tokio::time::timeout(WAIT, news.recv()).await.unwrap().unwrap() {
+        match tokio::time::timeout(WAIT, news.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
             Item::Reconnected { recovered } => {
                 assert!(!recovered);
                 break;
@@ -483,7 +599,11 @@ async fn rust_client_recovers_missed_publications_after_a_drop() {
         }
     }
     hub.publish("news:x", &"after").await.unwrap();
-    match tokio::time::timeout(WAIT, news.recv()).await.unwrap().unwrap() {
+    match tokio::time::timeout(WAIT, news.recv())
+        .await
+        .unwrap()
+        .unwrap()
+    {
         Item::Publication { data, .. } => assert_eq!(data.get(), "\"after\""),
         other => panic!("unexpected {other:?}"),
     }

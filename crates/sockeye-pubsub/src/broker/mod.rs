@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::memory::MemoryBroker;
 #[cfg(feature = "redis")]
-pub use self::redis::{RedisBroker, RedisMode};
+pub use self::redis::{RedisBroker, RedisBrokerBuilder, RedisMode};
 
 use crate::error::Error;
 use crate::protocol::StreamPosition;

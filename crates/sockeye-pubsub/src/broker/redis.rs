@@ -1,25 +1,5 @@
 //! The Redis broker: pub/sub between nodes, history in streams, presence in
 //! hashes — all through the `redis` crate on tokio.
-//!
-//! Keys and channels of topic `T` under prefix `P` share the hash tag `{T}`,
-//! so in Redis Cluster they live in one slot and the Lua scripts may touch
-//! them together:
-//!
-//! | what | name | type |
-//! |---|---|---|
-//! | publications | `P:{T}` | channel (`SPUBLISH` in sharded mode) |
-//! | offset counter and epoch | `P:{T}:meta` | hash `top`, `epoch` |
-//! | history | `P:{T}:stream` | stream, id `<offset>-0`, fields `t` (ms), `d` (data) |
-//! | presence | `P:{T}:members`, `P:{T}:expiry` | hash id → member JSON, zset id → expiry ms |
-//!
-//! Channel payloads: `p <offset> <epoch> <data>` (offset 0 and epoch `-`
-//! without history), `j <member>`, `l <member>`.
-//!
-//! One RESP3 connection carries commands and subscriptions. When it drops
-//! (Redis restarted, network), the hub hears [`BrokerEvent::LinkDown`]; a
-//! task reconnects with backoff, subscribes again to every topic, and
-//! reports [`BrokerEvent::LinkUp`], after which the hub recovers what it
-//! missed from the streams.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
@@ -133,7 +113,27 @@ impl RedisBrokerBuilder {
 /// The broker on Redis (feature `redis`): one Redis subscription per topic
 /// per node, history in capped streams written by a Lua script with the
 /// offset counter and the `PUBLISH`, presence with expiry, reconnection
-/// with backoff. See the [module docs](self) for the keys.
+/// with backoff.
+///
+/// Keys and channels of topic `T` under prefix `P` share the hash tag `{T}`,
+/// so in Redis Cluster they live in one slot and the Lua scripts may touch
+/// them together:
+///
+/// | what | name | type |
+/// |---|---|---|
+/// | publications | `P:{T}` | channel (`SPUBLISH` in sharded mode) |
+/// | offset counter and epoch | `P:{T}:meta` | hash `top`, `epoch` |
+/// | history | `P:{T}:stream` | stream, id `<offset>-0`, fields `t` (ms), `d` (data) |
+/// | presence | `P:{T}:members`, `P:{T}:expiry` | hash id → member JSON, zset id → expiry ms |
+///
+/// Channel payloads: `p <offset> <epoch> <data>` (offset 0 and epoch `-`
+/// without history), `j <member>`, `l <member>`.
+///
+/// One RESP3 connection carries commands and subscriptions. When it drops
+/// (Redis restarted, network), the hub hears [`BrokerEvent::LinkDown`]; a
+/// task reconnects with backoff, subscribes again to every topic, and
+/// reports [`BrokerEvent::LinkUp`], after which the hub recovers what it
+/// missed from the streams.
 ///
 /// ```no_run
 /// use sockeye_pubsub::{Hub, Namespace, RedisBroker};

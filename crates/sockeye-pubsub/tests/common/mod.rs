@@ -2,6 +2,8 @@
 //! WebSocket client of its protocol.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod redis;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,13 +46,17 @@ impl Server {
         let (hub, t, s) = (hub.clone(), Arc::clone(&tasks), Arc::clone(&sessions));
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { return };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
                 let _ = tcp.set_nodelay(true);
                 let hub = hub.clone();
                 let sessions = Arc::clone(&s);
                 t.lock().unwrap().spawn(async move {
                     if handles {
-                        let Ok(ws) = sockeye_proto::accept(tcp).await else { return };
+                        let Ok(ws) = sockeye_proto::accept(tcp).await else {
+                            return;
+                        };
                         let (handle, run) = hub.session(ws, None);
                         sessions.lock().unwrap().push(handle);
                         run.await;
@@ -64,13 +70,17 @@ impl Server {
                 });
             }
         });
-        Self { addr, tasks, accept, sessions }
+        Self {
+            addr,
+            tasks,
+            accept,
+            sessions,
+        }
     }
 
     pub fn url(&self) -> String {
         format!("ws://{}/ws", self.addr)
     }
-
 }
 
 impl Drop for Server {
@@ -96,14 +106,22 @@ impl Relay {
         let t = Arc::clone(&tasks);
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
                 t.lock().unwrap().spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
                     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                 });
             }
         });
-        Self { addr, tasks, accept }
+        Self {
+            addr,
+            tasks,
+            accept,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -189,21 +207,31 @@ impl Client {
     pub async fn error(&mut self, body: &str) -> String {
         let id = self.command(body).await;
         let (reply, _) = self.reply(id).await;
-        reply["error"]["code"].as_str().unwrap_or_else(|| panic!("{body} -> {reply}")).to_owned()
+        reply["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{body} -> {reply}"))
+            .to_owned()
     }
 
     pub async fn subscribe(&mut self, topic: &str) -> Value {
-        self.ok(&format!(r#"{{"op":"subscribe","topic":"{topic}"}}"#)).await
+        self.ok(&format!(r#"{{"op":"subscribe","topic":"{topic}"}}"#))
+            .await
     }
 
     pub async fn publish(&mut self, topic: &str, data: &str) -> Value {
-        self.ok(&format!(r#"{{"op":"publish","topic":"{topic}","data":{data}}}"#)).await
+        self.ok(&format!(
+            r#"{{"op":"publish","topic":"{topic}","data":{data}}}"#
+        ))
+        .await
     }
 
     /// Reads until the socket closes; returns the close code.
     pub async fn closed(&mut self) -> Option<CloseCode> {
         loop {
-            match tokio::time::timeout(WAIT, self.ws.recv()).await.expect("not closed in time") {
+            match tokio::time::timeout(WAIT, self.ws.recv())
+                .await
+                .expect("not closed in time")
+            {
                 Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return self.ws.connection().close_code(),

@@ -5,12 +5,15 @@
 //! ```text
 //! cargo xtask bench [--quick]      # builds everything, then runs this
 //! target/release/examples/load [--quick] [--out DIR] [--servers a,b] [--scenarios x,y]
+//!     [--node-modules DIR]
 //! ```
 //!
 //! Scenarios: 20-byte text and 1 KiB binary with 100 connections and 16
 //! messages in flight each, 64 KiB with 10 connections, 1 MiB with one,
 //! permessage-deflate on 1 KiB JSON, memory per idle connection at 10 000
-//! connections, and p50/p99 latency at half the lowest peak rate. A raw TCP
+//! connections, p50/p99 latency at half the lowest peak rate, and fan-out
+//! (`fanout`: one publisher to 10 000 subscribers against axum + broadcast
+//! and Node ws, see `fanout.rs`). A raw TCP
 //! echo of the same bytes is the physical ceiling. The generator sends
 //! pre-masked frames and only parses frame headers, so it costs far less
 //! than any server (the TCP row shows its own ceiling).
@@ -23,6 +26,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+mod fanout;
 
 use sockeye_benches::json_payload;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -156,18 +161,32 @@ fn bin_dir() -> PathBuf {
 }
 
 fn start(server: &Server) -> Result<Running, BoxError> {
+    let program = bin_dir().join(server.program);
+    launch(server.name, &program, &[], server.args, &[])
+}
+
+/// Starts `program [pre...] --addr ADDR [args...]` pinned to CPU 0 on a
+/// free port, once it prints `listening on`.
+fn launch(
+    name: &str,
+    program: &Path,
+    pre: &[&str],
+    args: &[&str],
+    env: &[(&str, &Path)],
+) -> Result<Running, BoxError> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let program = bin_dir().join(server.program);
     let mut child = Command::new("taskset")
         .arg("-c")
         .arg("0")
-        .arg(&program)
+        .arg(program)
+        .args(pre)
         .arg("--addr")
         .arg(&addr)
-        .args(server.args)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -176,7 +195,9 @@ fn start(server: &Server) -> Result<Running, BoxError> {
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
     if !line.starts_with("listening on") {
-        return Err(format!("{} did not start: {line:?}", server.name).into());
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("{name} did not start: {line:?}").into());
     }
     Ok(Running { child, addr })
 }
@@ -294,6 +315,8 @@ struct Target {
     addr: String,
     websocket: bool,
     deflate: bool,
+    /// The request path (`/` for echo servers).
+    path: &'static str,
 }
 
 /// Connects and performs the handshake; returns the stream and any bytes
@@ -310,9 +333,9 @@ async fn open(target: &Target) -> Result<(TcpStream, Vec<u8>), BoxError> {
         ""
     };
     let req = format!(
-        "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{ext}\r\n",
-        target.addr
+        target.path, target.addr
     );
     tcp.write_all(req.as_bytes()).await?;
     let mut head = Vec::with_capacity(512);
@@ -577,6 +600,8 @@ async fn latency(
 struct Options {
     quick: bool,
     out: PathBuf,
+    /// Where npm installed Node's `ws` (for the fan-out peer).
+    node_modules: Option<PathBuf>,
     servers: Option<Vec<String>>,
     scenarios: Option<Vec<String>>,
 }
@@ -592,6 +617,7 @@ fn parse_options() -> Options {
     Options {
         quick: args.iter().any(|a| a == "--quick"),
         out: value("--out").map_or_else(|| PathBuf::from("benches/results"), PathBuf::from),
+        node_modules: value("--node-modules").map(PathBuf::from),
         servers: list(value("--servers")),
         scenarios: list(value("--scenarios")),
     }
@@ -753,6 +779,7 @@ async fn run(options: &Options) -> Result<String, BoxError> {
                 addr: running.addr.clone(),
                 websocket: server.websocket,
                 deflate: sc.deflate,
+                path: "/",
             };
             eprint!("{:<24} {:<8} ... ", server.name, sc.key);
             let result = throughput(
@@ -807,6 +834,7 @@ async fn run(options: &Options) -> Result<String, BoxError> {
                 addr: running.addr.clone(),
                 websocket: true,
                 deflate: false,
+                path: "/",
             };
             eprint!("{:<24} memory   ... ", server.name);
             match memory_per_connection(&target, running.child.id(), n).await {
@@ -852,6 +880,7 @@ async fn run(options: &Options) -> Result<String, BoxError> {
                 addr: running.addr.clone(),
                 websocket: true,
                 deflate: false,
+                path: "/",
             };
             eprint!("{:<24} latency  ... ", server.name);
             let frame = client_frame(0x1, &[b'x'; 20], false);
@@ -875,6 +904,16 @@ async fn run(options: &Options) -> Result<String, BoxError> {
         }
         rows.push(p50);
         rows.push(p99);
+    }
+    if wants("fanout") {
+        rows.extend(
+            fanout::rows(
+                options.quick,
+                options.node_modules.as_deref(),
+                options.servers.as_deref(),
+            )
+            .await,
+        );
     }
     Ok(render(&rows, options.quick))
 }

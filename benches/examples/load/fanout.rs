@@ -1,0 +1,448 @@
+//! Fan-out rows: one publisher, N subscribers on one topic, against axum +
+//! `tokio::sync::broadcast` and Node `ws` with its broadcast recipe.
+//!
+//! Each server runs pinned to CPU 0 (sockeye's `pubsub_server --threads 1`
+//! on its in-memory broker, namespace `bench:` without history or
+//! presence). The generator opens N connections (sockeye's subscribe with
+//! `{"op":"subscribe","topic":"bench:fan"}` and waits for the reply; the
+//! peers deliver to every open socket), measures the server's RSS per
+//! subscribed idle connection, then one publisher sends payloads of a fixed
+//! size carrying a send timestamp, keeping at most two publications in
+//! flight (it waits until the deliveries of all but the last two arrived,
+//! or 200 ms when a server skips some). Every delivery is counted and its
+//! publish→receive latency recorded.
+
+use std::cell::{Cell, RefCell};
+use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{BoxError, Row, Running, Target, bin_dir, client_frame, launch, open, rss_kib};
+
+struct FanoutServer {
+    name: &'static str,
+    ours: bool,
+    /// Clients subscribe with the hub protocol (sockeye) or are subscribed
+    /// by connecting (the peers).
+    subscribe: bool,
+    /// Publications are wrapped in a publish command (sockeye).
+    envelope: bool,
+}
+
+const SERVERS: &[FanoutServer] = &[
+    FanoutServer {
+        name: "sockeye-pubsub",
+        ours: true,
+        subscribe: true,
+        envelope: true,
+    },
+    FanoutServer {
+        name: "axum + broadcast",
+        ours: false,
+        subscribe: false,
+        envelope: false,
+    },
+    FanoutServer {
+        name: "Node ws (broadcast)",
+        ours: false,
+        subscribe: false,
+        envelope: false,
+    },
+];
+
+fn start(server: &FanoutServer, node_modules: Option<&Path>) -> Result<Running, BoxError> {
+    match server.name {
+        // The publisher is a client: lift the per-socket command rate limit.
+        "sockeye-pubsub" => launch(
+            server.name,
+            &bin_dir().join("pubsub_server"),
+            &[],
+            &["--threads", "1", "--rate-limit", "1000000"],
+            &[],
+        ),
+        "axum + broadcast" => launch(
+            server.name,
+            &bin_dir().join("peer_axum_broadcast"),
+            &[],
+            &[],
+            &[],
+        ),
+        _ => {
+            let modules =
+                node_modules.ok_or("Node ws is not installed (run through `cargo xtask bench`)")?;
+            let script = std::env::current_dir()?.join("benches/node/broadcast.js");
+            let script = script.to_str().ok_or("non-UTF-8 path")?.to_owned();
+            launch(
+                server.name,
+                Path::new("node"),
+                &[&script],
+                &[],
+                &[("NODE_PATH", modules)],
+            )
+        }
+    }
+}
+
+/// Text payloads of WebSocket frames from a server (unmasked), parsed out
+/// of a byte stream.
+#[derive(Default)]
+struct Frames {
+    buf: Vec<u8>,
+}
+
+impl Frames {
+    /// Feeds bytes; calls `f` with each complete text/binary payload.
+    fn feed(&mut self, data: &[u8], mut f: impl FnMut(&[u8])) -> Result<(), BoxError> {
+        self.buf.extend_from_slice(data);
+        let mut at = 0;
+        loop {
+            let h = &self.buf[at..];
+            if h.len() < 2 {
+                break;
+            }
+            let (len, head) = match h[1] & 0x7F {
+                126 if h.len() >= 4 => (usize::from(u16::from_be_bytes([h[2], h[3]])), 4),
+                127 if h.len() >= 10 => {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&h[2..10]);
+                    (usize::try_from(u64::from_be_bytes(b))?, 10)
+                }
+                126 | 127 => break,
+                n => (usize::from(n), 2),
+            };
+            if h.len() < head + len {
+                break;
+            }
+            match h[0] & 0x0F {
+                0x8 => return Err("the server closed the connection".into()),
+                0x1 | 0x2 => f(&h[head..head + len]),
+                _ => {}
+            }
+            at += head + len;
+        }
+        self.buf.drain(..at);
+        Ok(())
+    }
+}
+
+/// The `"t":<nanoseconds>` stamp of a payload.
+fn stamp(payload: &[u8]) -> Option<u64> {
+    let i = payload.windows(4).position(|w| w == b"\"t\":")? + 4;
+    let digits = payload[i..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    std::str::from_utf8(&payload[i..i + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// A JSON payload of exactly `size` bytes: `{"t":<ns>,"p":"xx..."}`.
+fn payload(size: usize, t: u64) -> String {
+    let head = format!("{{\"t\":{t},\"p\":\"");
+    let pad = size.saturating_sub(head.len() + 2);
+    format!("{head}{}\"}}", "x".repeat(pad))
+}
+
+struct Stats {
+    base: Instant,
+    delivered: Cell<u64>,
+    recording: Cell<bool>,
+    samples: RefCell<Vec<u32>>,
+    errors: RefCell<Vec<String>>,
+    ready: Cell<usize>,
+}
+
+impl Stats {
+    fn now(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+}
+
+const SUBSCRIBE: &[u8] = br#"{"id":1,"op":"subscribe","topic":"bench:fan"}"#;
+const MAX_SAMPLES: usize = 8 << 20;
+
+async fn subscriber(target: Target, subscribe: bool, stats: Rc<Stats>) -> Result<(), BoxError> {
+    let (tcp, early) = open(&target).await?;
+    let (mut rd, mut wr) = tcp.into_split();
+    let mut frames = Frames::default();
+    let mut buf = vec![0u8; 8 << 10];
+    let mut pending = early;
+    if subscribe {
+        wr.write_all(&client_frame(0x1, SUBSCRIBE, false)).await?;
+        let mut ok = false;
+        while !ok {
+            frames.feed(&pending, |p| ok |= p.windows(5).any(|w| w == b"\"ok\":"))?;
+            pending.clear();
+            if !ok {
+                let n = rd.read(&mut buf).await?;
+                if n == 0 {
+                    return Err("closed before the subscribe reply".into());
+                }
+                pending.extend_from_slice(&buf[..n]);
+            }
+        }
+    }
+    stats.ready.set(stats.ready.get() + 1);
+    let on_payload = |p: &[u8]| {
+        if let Some(t) = stamp(p) {
+            stats.delivered.set(stats.delivered.get() + 1);
+            if stats.recording.get() {
+                let mut s = stats.samples.borrow_mut();
+                if s.len() < MAX_SAMPLES {
+                    s.push(((stats.now().saturating_sub(t)) / 1000) as u32);
+                }
+            }
+        }
+    };
+    frames.feed(&pending, on_payload)?;
+    loop {
+        let n = rd.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        frames.feed(&buf[..n], on_payload)?;
+    }
+}
+
+struct Measured {
+    deliveries_per_sec: f64,
+    p99_us: f64,
+    memory_kib: f64,
+}
+
+async fn measure(
+    server: &FanoutServer,
+    running: &Running,
+    subscribers: usize,
+    size: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<Measured, BoxError> {
+    let target = Target {
+        addr: running.addr.clone(),
+        websocket: true,
+        deflate: false,
+        path: "/ws",
+    };
+    let stats = Rc::new(Stats {
+        base: Instant::now(),
+        delivered: Cell::new(0),
+        recording: Cell::new(false),
+        samples: RefCell::new(Vec::new()),
+        errors: RefCell::new(Vec::new()),
+        ready: Cell::new(0),
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let base_rss = rss_kib(running.child.id());
+    let mut tasks = Vec::with_capacity(subscribers + 2);
+    for batch in 0..subscribers.div_ceil(100) {
+        for _ in 0..100.min(subscribers - batch * 100) {
+            let (target, stats) = (target.clone(), Rc::clone(&stats));
+            let subscribe = server.subscribe;
+            tasks.push(tokio::task::spawn_local(async move {
+                if let Err(e) = subscriber(target, subscribe, Rc::clone(&stats)).await {
+                    stats.errors.borrow_mut().push(e.to_string());
+                }
+            }));
+        }
+        // Let the batch connect before the next (the accept backlog).
+        let want = (batch + 1) * 100;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stats.ready.get() < want.min(subscribers) {
+            if let Some(e) = stats.errors.borrow().first() {
+                return Err(format!("subscriber failed: {e}").into());
+            }
+            if Instant::now() > deadline {
+                return Err("subscribers did not connect in time".into());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let memory_kib =
+        rss_kib(running.child.id()).saturating_sub(base_rss) as f64 / subscribers as f64;
+
+    // The publisher.
+    let (tcp, _) = open(&target).await?;
+    let (mut rd, mut wr) = tcp.into_split();
+    // Replies (sockeye) and the echo of its own publications (the peers'
+    // recipes send to every client) are read and dropped.
+    tasks.push(tokio::task::spawn_local(async move {
+        let mut buf = vec![0u8; 64 << 10];
+        while let Ok(n) = rd.read(&mut buf).await {
+            if n == 0 {
+                return;
+            }
+        }
+    }));
+    let stop = Rc::new(Cell::new(false));
+    let publisher = {
+        let (stats, stop) = (Rc::clone(&stats), Rc::clone(&stop));
+        let envelope = server.envelope;
+        tokio::task::spawn_local(async move {
+            let n = subscribers as u64;
+            let mut sent = 0u64;
+            while !stop.get() {
+                // At most two publications in flight.
+                let waited = Instant::now();
+                while stats.delivered.get() < sent.saturating_sub(2) * n
+                    && waited.elapsed() < Duration::from_millis(200)
+                {
+                    tokio::task::yield_now().await;
+                }
+                let data = payload(size, stats.now());
+                let text = if envelope {
+                    format!(r#"{{"id":{sent},"op":"publish","topic":"bench:fan","data":{data}}}"#)
+                } else {
+                    data
+                };
+                if wr
+                    .write_all(&client_frame(0x1, text.as_bytes(), false))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                sent += 1;
+            }
+        })
+    };
+    tokio::time::sleep(warmup).await;
+    let start_count = stats.delivered.get();
+    stats.recording.set(true);
+    let started = Instant::now();
+    tokio::time::sleep(duration).await;
+    let elapsed = started.elapsed();
+    stats.recording.set(false);
+    let end_count = stats.delivered.get();
+    stop.set(true);
+    publisher.abort();
+    for t in tasks {
+        t.abort();
+    }
+    if let Some(e) = stats.errors.borrow().first() {
+        return Err(format!(
+            "{} subscriber error(s), first: {e}",
+            stats.errors.borrow().len()
+        )
+        .into());
+    }
+    let mut samples = stats.samples.borrow_mut();
+    if samples.is_empty() {
+        return Err("no deliveries".into());
+    }
+    samples.sort_unstable();
+    let p99 = f64::from(samples[((samples.len() - 1) as f64 * 0.99) as usize]);
+    Ok(Measured {
+        deliveries_per_sec: (end_count - start_count) as f64 / elapsed.as_secs_f64(),
+        p99_us: p99,
+        memory_kib,
+    })
+}
+
+/// The fan-out rows (64 B and 1 KiB: deliveries/s and p99; memory).
+pub(crate) async fn rows(
+    quick: bool,
+    node_modules: Option<&Path>,
+    only: Option<&[String]>,
+) -> Vec<Row> {
+    let subscribers = if quick { 1_000 } else { 10_000 };
+    let (warmup, duration) = if quick {
+        (Duration::from_millis(500), Duration::from_secs(2))
+    } else {
+        (Duration::from_secs(1), Duration::from_secs(5))
+    };
+    let mut out = Vec::new();
+    let mut memory = Row {
+        title: format!(
+            "memory per subscribed idle connection ({subscribers} subscribers, fan-out servers)"
+        ),
+        unit: "KiB",
+        higher_better: false,
+        values: Vec::new(),
+    };
+    for (size, label) in [(64usize, "64 B"), (1024, "1 KiB")] {
+        let mut rate = Row {
+            title: format!("fan-out {label}, 1 publisher → {subscribers} subscribers, deliveries"),
+            unit: "deliveries/s",
+            higher_better: true,
+            values: Vec::new(),
+        };
+        let mut p99 = Row {
+            title: format!("fan-out {label}, p99 publish→receive latency, same run"),
+            unit: "µs",
+            higher_better: false,
+            values: Vec::new(),
+        };
+        for server in SERVERS {
+            if only.is_some_and(|names| !names.iter().any(|n| server.name.contains(n.as_str()))) {
+                continue;
+            }
+            eprint!("{:<24} fan-out {label:<6} ... ", server.name);
+            let result = match start(server, node_modules) {
+                Ok(running) => measure(server, &running, subscribers, size, warmup, duration).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(m) => {
+                    eprintln!(
+                        "{:.0} deliveries/s, p99 {:.0} µs, {:.1} KiB/conn",
+                        m.deliveries_per_sec, m.p99_us, m.memory_kib
+                    );
+                    let push = |row: &mut Row, v: f64, shown: String| {
+                        row.values.push((server.name, server.ours, Some(v), shown));
+                    };
+                    push(
+                        &mut rate,
+                        m.deliveries_per_sec,
+                        format!("{:.0}", m.deliveries_per_sec),
+                    );
+                    push(&mut p99, m.p99_us, format!("{:.0}", m.p99_us));
+                    if size == 64 {
+                        push(&mut memory, m.memory_kib, format!("{:.1}", m.memory_kib));
+                    }
+                }
+                Err(e) => {
+                    eprintln!("failed: {e}");
+                    for row in [&mut rate, &mut p99] {
+                        row.values
+                            .push((server.name, server.ours, None, "failed".to_owned()));
+                    }
+                    if size == 64 {
+                        memory
+                            .values
+                            .push((server.name, server.ours, None, "failed".to_owned()));
+                    }
+                }
+            }
+        }
+        out.push(rate);
+        out.push(p99);
+    }
+    out.push(memory);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_and_frames() {
+        let p = payload(64, 12345);
+        assert_eq!(p.len(), 64);
+        assert_eq!(stamp(p.as_bytes()), Some(12345));
+        let mut f = Frames::default();
+        let mut got = Vec::new();
+        // Two unmasked text frames, one split across feeds.
+        let mut bytes = vec![0x81, 3, b'a', b'b', b'c', 0x81, 126, 0, 200];
+        bytes.extend(std::iter::repeat_n(b'z', 200));
+        f.feed(&bytes[..7], |p| got.push(p.len())).unwrap();
+        f.feed(&bytes[7..], |p| got.push(p.len())).unwrap();
+        assert_eq!(got, [3, 200]);
+    }
+}
