@@ -33,6 +33,31 @@ use crate::session::{
 };
 use crate::topic::{Namespace, topic_namespace};
 
+/// A session's command budget: the rate limit and the strikes.
+pub(crate) struct Limits {
+    bucket: Bucket,
+    strikes: Strikes,
+}
+
+impl Limits {
+    pub(crate) fn new(inner: &Inner) -> Self {
+        Self {
+            bucket: Bucket::new(inner.rate),
+            strikes: Strikes::new(inner.max_strikes),
+        }
+    }
+
+    fn strike(&mut self, session: &Session) {
+        if self.strikes.strike() {
+            tracing::info!(
+                session = session.id,
+                "too many bad commands: closing with 1008"
+            );
+            session.close(CloseCode::POLICY_VIOLATION, "too many bad requests");
+        }
+    }
+}
+
 const SHARDS: usize = 16;
 
 /// One shard of the topic map.
@@ -183,6 +208,9 @@ impl HubBuilder {
             metrics: Arc::new(Metrics::default()),
             next_session: AtomicU64::new(1),
             link_down: AtomicBool::new(false),
+            sessions: Mutex::new(HashMap::new()),
+            #[cfg(feature = "hyper")]
+            sse: Mutex::new(HashMap::new()),
         });
         let handler: Weak<dyn BrokerHandler> = Arc::downgrade(&inner) as Weak<dyn BrokerHandler>;
         inner.broker.attach(handler);
@@ -233,6 +261,11 @@ pub(crate) struct Inner {
     metrics: Arc<Metrics>,
     next_session: AtomicU64,
     link_down: AtomicBool,
+    /// Every open session, for `close_all`.
+    sessions: Mutex<HashMap<u64, Weak<Session>>>,
+    /// SSE sessions by token.
+    #[cfg(feature = "hyper")]
+    sse: Mutex<HashMap<String, crate::sse::SseEntry>>,
 }
 
 struct Topic {
@@ -321,14 +354,23 @@ impl Hub {
         self.publish_raw(topic, &json).await
     }
 
-    /// Publishes JSON text as is (it is checked, never re-encoded).
+    /// Publishes JSON text as is: it is checked, and never re-encoded
+    /// unless it spans several lines (then it is compacted once).
     pub async fn publish_raw(
         &self,
         topic: &str,
         json: &str,
     ) -> Result<Option<StreamPosition>, Error> {
         let ns = self.inner.namespace(topic)?;
-        serde_json::from_str::<&RawValue>(json)?;
+        let raw = serde_json::from_str::<&RawValue>(json)?;
+        if json.contains(['\n', '\r']) {
+            // Line breaks can only be whitespace between tokens; the
+            // protocol is one line per message (and SSE one line per
+            // event), so this one is compacted once.
+            let compact =
+                serde_json::to_string(&serde_json::from_str::<serde_json::Value>(raw.get())?)?;
+            return self.inner.publish(topic, &compact, &ns).await;
+        }
         self.inner.publish(topic, json, &ns).await
     }
 
@@ -383,6 +425,38 @@ impl Hub {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let session = self.new_session(identity);
+        let handle = SessionHandle {
+            session: Arc::clone(&session),
+            hub: self.clone(),
+        };
+        let hub = self.clone();
+        let run = async move {
+            let (mut read, write) = socket.split();
+            let writer = tokio::spawn(Arc::clone(&session).write_loop(write));
+            let mut limits = Limits::new(&hub.inner);
+            while let Some(Ok(message)) = read.recv().await {
+                match message {
+                    Message::Text(text) => hub.text(&session, text.as_str(), &mut limits).await,
+                    Message::Binary(_) => hub.binary(&session, &mut limits),
+                    _ => {}
+                }
+                if session.is_closed() {
+                    // Our close is on its way: read on until the peer's
+                    // reply ends the socket, without acting on commands.
+                    while let Some(Ok(_)) = read.recv().await {}
+                    break;
+                }
+            }
+            // The read side ended (peer closed, error, or our close done).
+            hub.end_session(&session).await;
+            let _ = writer.await;
+        };
+        (handle, run)
+    }
+
+    /// A new session, counted and registered (for [`close_all`](Self::close_all)).
+    pub(crate) fn new_session(&self, identity: Option<Identity>) -> Arc<Session> {
         let inner = &self.inner;
         let id = inner.next_session.fetch_add(1, Ordering::Relaxed);
         let member = Member {
@@ -397,71 +471,98 @@ impl Hub {
             Arc::clone(&inner.metrics),
         ));
         inner.metrics.sessions.fetch_add(1, Ordering::Relaxed);
-        let handle = SessionHandle {
-            session: Arc::clone(&session),
-            hub: self.clone(),
-        };
-        let hub = self.clone();
-        let run = async move {
-            let (mut read, write) = socket.split();
-            let writer = tokio::spawn(Arc::clone(&session).write_loop(write));
-            let mut bucket = Bucket::new(hub.inner.rate);
-            let mut strikes = Strikes::new(hub.inner.max_strikes);
-            'socket: while let Some(Ok(message)) = read.recv().await {
-                let text = match message {
-                    Message::Text(text) => text,
-                    Message::Binary(_) => {
-                        session.control(protocol::reply_error(
-                            None,
-                            ErrorCode::BadRequest,
-                            "commands are text frames",
-                        ));
-                        if strikes.strike() {
-                            session.close(CloseCode::POLICY_VIOLATION, "too many bad requests");
-                        }
-                        continue;
-                    }
-                    _ => continue,
-                };
-                for line in protocol::split_commands(text.as_str()) {
-                    if session.is_closed() {
-                        break 'socket;
-                    }
-                    let bad = match protocol::parse_command(line) {
-                        Err(bad) => {
-                            session.control(protocol::reply_error(
-                                bad.id,
-                                ErrorCode::BadRequest,
-                                &bad.message,
-                            ));
-                            true
-                        }
-                        Ok(command) if !bucket.take() => {
-                            session.control(rate_limited_reply(Some(command.id())));
-                            true
-                        }
-                        Ok(command) => {
-                            hub.command(&session, command).await;
-                            false
-                        }
-                    };
-                    if bad && strikes.strike() {
-                        tracing::info!(
-                            session = session.id,
-                            "too many bad commands: closing with 1008"
-                        );
-                        session.close(CloseCode::POLICY_VIOLATION, "too many bad requests");
-                    }
+        lock(&inner.sessions).insert(id, Arc::downgrade(&session));
+        session
+    }
+
+    /// Ends a session: its subscriptions go (presence leaves), and it is
+    /// no longer counted.
+    pub(crate) async fn end_session(&self, session: &Arc<Session>) {
+        if lock(&self.inner.sessions).remove(&session.id).is_none() {
+            return; // already ended
+        }
+        for (topic, ns) in session.finish() {
+            self.inner.leave(session, &topic, &ns).await;
+        }
+        self.inner.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Closes every session (WebSocket close frame, or an SSE `close`
+    /// event) with `code`, e.g. 1001 before a shutdown.
+    pub fn close_all(&self, code: CloseCode, reason: &'static str) {
+        let sessions: Vec<Arc<Session>> = lock(&self.inner.sessions)
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for s in sessions {
+            s.close(code, reason);
+        }
+    }
+
+    /// One text frame (or POST body) of commands, one per line.
+    pub(crate) async fn text(&self, session: &Arc<Session>, text: &str, limits: &mut Limits) {
+        for line in protocol::split_commands(text) {
+            if session.is_closed() {
+                return;
+            }
+            let bad = match protocol::parse_command(line) {
+                Err(bad) => {
+                    session.control(protocol::reply_error(
+                        bad.id,
+                        ErrorCode::BadRequest,
+                        &bad.message,
+                    ));
+                    true
                 }
+                Ok(command) if !limits.bucket.take() => {
+                    session.control(rate_limited_reply(Some(command.id())));
+                    true
+                }
+                Ok(command) => {
+                    self.command(session, command).await;
+                    false
+                }
+            };
+            if bad {
+                limits.strike(session);
             }
-            // The read side ended (peer closed, error, or our close done).
-            for (topic, ns) in session.finish() {
-                hub.inner.leave(&session, &topic, &ns).await;
-            }
-            let _ = writer.await;
-            hub.inner.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
-        };
-        (handle, run)
+        }
+    }
+
+    /// A fresh command budget.
+    #[cfg(feature = "hyper")]
+    pub(crate) fn limits(&self) -> Limits {
+        Limits::new(&self.inner)
+    }
+
+    #[cfg(feature = "hyper")]
+    pub(crate) fn register_sse(&self, token: String, entry: crate::sse::SseEntry) {
+        lock(&self.inner.sse).insert(token, entry);
+    }
+
+    #[cfg(feature = "hyper")]
+    pub(crate) fn unregister_sse(&self, token: &str) {
+        lock(&self.inner.sse).remove(token);
+    }
+
+    #[cfg(feature = "hyper")]
+    pub(crate) fn sse_entry(&self, token: &str) -> Option<crate::sse::SseEntry> {
+        lock(&self.inner.sse)
+            .get(token)
+            .map(|e| crate::sse::SseEntry {
+                session: Arc::clone(&e.session),
+                limits: Arc::clone(&e.limits),
+            })
+    }
+
+    /// A binary frame: not a command.
+    pub(crate) fn binary(&self, session: &Session, limits: &mut Limits) {
+        session.control(protocol::reply_error(
+            None,
+            ErrorCode::BadRequest,
+            "commands are text frames",
+        ));
+        limits.strike(session);
     }
 
     async fn command(&self, session: &Arc<Session>, command: Command) {
@@ -623,6 +724,28 @@ impl Hub {
             )
             .build();
         sockeye_hyper::server::UpgradeService::new(HubHandler { hub: self.clone() }).config(config)
+    }
+}
+
+#[cfg(feature = "hyper")]
+impl Hub {
+    /// The Server-Sent Events + POST fallback alone (see [`SseService`](crate::SseService)).
+    pub fn sse_service(&self) -> crate::SseService {
+        crate::SseService::new(self.clone())
+    }
+
+    /// Both transports on one URL: WebSocket upgrades go to
+    /// [`upgrade_service`](Self::upgrade_service), other requests to the
+    /// SSE + POST fallback. Mount it at `/ws` in hyper or axum:
+    ///
+    /// ```no_run
+    /// # fn f(hub: sockeye_pubsub::Hub) {
+    /// let app = axum::Router::new().route_service("/ws", hub.service());
+    /// # let _: axum::Router = app;
+    /// # }
+    /// ```
+    pub fn service(&self) -> sockeye_hyper::server::UpgradeService<HubHandler, crate::SseService> {
+        self.upgrade_service().fallback(self.sse_service())
     }
 }
 

@@ -48,6 +48,8 @@ mod metrics;
 pub mod protocol;
 mod queue;
 mod session;
+#[cfg(feature = "hyper")]
+mod sse;
 mod topic;
 
 pub use authorizer::{Access, Action, AllowAll, Authorizer};
@@ -61,4 +63,6 @@ pub use hub::{Hub, HubBuilder};
 pub use metrics::MetricsSnapshot;
 pub use protocol::StreamPosition;
 pub use session::{RateLimit, SessionHandle};
+#[cfg(feature = "hyper")]
+pub use sse::SseService;
 pub use topic::{History, Namespace, SlowConsumer, topic_namespace};

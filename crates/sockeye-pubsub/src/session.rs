@@ -234,6 +234,69 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Writes the queue out as Server-Sent Events (`data: <line>`) into
+    /// `tx`, with a comment every `keepalive` while idle, until the session
+    /// closes (a final `close` event) or the client goes away.
+    #[cfg(feature = "hyper")]
+    pub(crate) async fn sse_loop(
+        self: Arc<Self>,
+        tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+        keepalive: std::time::Duration,
+    ) {
+        use bytes::{BufMut, BytesMut};
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        loop {
+            let (closing, finished) = {
+                let mut state = self.lock();
+                let freed = state.queue.take(WRITE_BATCH, &mut batch);
+                self.metrics
+                    .queued_bytes
+                    .fetch_sub(freed as i64, Ordering::Relaxed);
+                (state.closing, state.finished)
+            };
+            if batch.is_empty() {
+                if let Some((code, reason)) = closing {
+                    let event = format!(
+                        "event: close\ndata: {{\"code\":{},\"reason\":{}}}\n\n",
+                        code.as_u16(),
+                        protocol::json_string(reason)
+                    );
+                    let _ = tx.send(bytes::Bytes::from(event)).await;
+                    return;
+                }
+                if finished {
+                    return;
+                }
+                tokio::select! {
+                    () = self.notify.notified() => {}
+                    () = tx.closed() => {
+                        self.close(CloseCode::GOING_AWAY, "event stream closed");
+                        return;
+                    }
+                    () = tokio::time::sleep(keepalive) => {
+                        if tx.send(bytes::Bytes::from_static(b": keepalive\n\n")).await.is_err() {
+                            self.close(CloseCode::GOING_AWAY, "event stream closed");
+                            return;
+                        }
+                    }
+                }
+                continue;
+            }
+            let mut chunk = BytesMut::new();
+            for message in batch.drain(..) {
+                chunk.put_slice(b"data: ");
+                chunk.put_slice(&message.payload());
+                chunk.put_slice(b"\n\n");
+            }
+            if tx.send(chunk.freeze()).await.is_err() {
+                self.close(CloseCode::GOING_AWAY, "event stream closed");
+                return;
+            }
+        }
+    }
+}
+
 /// Commands per second a client may send, with bursts.
 ///
 /// ```

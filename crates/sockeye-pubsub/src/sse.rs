@@ -1,0 +1,217 @@
+//! The fallback transport for clients that cannot open a WebSocket (a proxy
+//! that strips `Upgrade`, WebSockets disabled on the server): Server-Sent
+//! Events carry the server's lines, HTTP POST carries the client's commands.
+//! Same protocol, same hub, same queues and limits.
+//!
+//! - `GET` with `Accept: text/event-stream` opens a session. The first
+//!   event is `event: session` with `{"session":"<token>"}`; then every
+//!   server line is one `data:` event; a comment every 15 s keeps proxies
+//!   from timing out; a closed session ends with `event: close` and
+//!   `{"code":1008,"reason":"..."}`.
+//! - `POST ?session=<token>` with command lines as the body answers
+//!   `202 Accepted` once they are handled (their replies go to the stream),
+//!   `404` for an unknown session, `413` past the body limit.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use sockeye_auth::Identity;
+use sockeye_hyper::{Body, BoxError};
+use tokio::sync::mpsc;
+use tower_service::Service;
+
+use crate::hub::{Hub, Limits};
+use crate::session::Session;
+
+/// One SSE session: its command budget, shared by its POSTs.
+pub(crate) struct SseEntry {
+    pub(crate) session: Arc<Session>,
+    pub(crate) limits: Arc<tokio::sync::Mutex<Limits>>,
+}
+
+/// The SSE + POST fallback as a tower service (see the module docs); mount
+/// it as the fallback of the hub's upgrade service, as [`Hub::service`]
+/// does, so one URL serves both transports.
+#[derive(Clone, Debug)]
+pub struct SseService {
+    hub: Hub,
+    max_body: usize,
+    keepalive: Duration,
+}
+
+impl SseService {
+    pub(crate) fn new(hub: Hub) -> Self {
+        Self {
+            hub,
+            max_body: 1 << 20,
+            keepalive: Duration::from_secs(15),
+        }
+    }
+
+    /// The largest POST body (default 1 MiB); past it, 413.
+    #[must_use]
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// How often an idle stream gets a keep-alive comment (default 15 s).
+    #[must_use]
+    pub fn keepalive(mut self, every: Duration) -> Self {
+        self.keepalive = every.max(Duration::from_millis(10));
+        self
+    }
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from_static(text.as_bytes()))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn wants_event_stream<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"))
+}
+
+fn session_param(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("session="))
+        .filter(|t| !t.is_empty())
+}
+
+impl<B> Service<Request<B>> for SseService
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            Ok(match *req.method() {
+                Method::GET if wants_event_stream(&req) => this.open(&req),
+                Method::GET => {
+                    // Neither a WebSocket nor an event stream.
+                    let mut resp = plain(
+                        StatusCode::UPGRADE_REQUIRED,
+                        "use a WebSocket, or Accept: text/event-stream\n",
+                    );
+                    resp.headers_mut()
+                        .insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+                    resp
+                }
+                Method::POST => this.post(req).await,
+                _ => {
+                    let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "GET or POST\n");
+                    resp.headers_mut()
+                        .insert(ALLOW, HeaderValue::from_static("GET, POST"));
+                    resp
+                }
+            })
+        })
+    }
+}
+
+impl SseService {
+    fn open<B>(&self, req: &Request<B>) -> Response<Body> {
+        let hub = self.hub.clone();
+        let identity = req.extensions().get::<Identity>().cloned();
+        let session = hub.new_session(identity);
+        let token = format!("{:032x}", rand::random::<u128>());
+        hub.register_sse(
+            token.clone(),
+            SseEntry {
+                session: Arc::clone(&session),
+                limits: Arc::new(tokio::sync::Mutex::new(hub.limits())),
+            },
+        );
+        let (tx, rx) = mpsc::channel::<Bytes>(8);
+        let first = format!("event: session\ndata: {{\"session\":\"{token}\"}}\n\n");
+        let _ = tx.try_send(Bytes::from(first));
+        let keepalive = self.keepalive;
+        tokio::spawn(async move {
+            Arc::clone(&session).sse_loop(tx, keepalive).await;
+            hub.unregister_sse(&token);
+            hub.end_session(&session).await;
+        });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            let chunk = rx.recv().await?;
+            Some((Ok::<_, BoxError>(http_body::Frame::data(chunk)), rx))
+        });
+        let mut resp = Response::new(StreamBody::new(stream).boxed_unsync());
+        let headers = resp.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // nginx: do not buffer the stream.
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        resp
+    }
+
+    async fn post<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let Some(entry) = session_param(req.uri().query()).and_then(|t| self.hub.sse_entry(t))
+        else {
+            return plain(StatusCode::NOT_FOUND, "unknown or ended session\n");
+        };
+        let body = match Limited::new(req.into_body(), self.max_body).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                return plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
+            }
+            Err(_) => return plain(StatusCode::BAD_REQUEST, "unreadable body\n"),
+        };
+        let Ok(text) = std::str::from_utf8(&body) else {
+            return plain(StatusCode::BAD_REQUEST, "commands are UTF-8 text\n");
+        };
+        let mut limits = entry.limits.lock().await;
+        self.hub.text(&entry.session, text, &mut limits).await;
+        plain(StatusCode::ACCEPTED, "")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_parameter() {
+        assert_eq!(session_param(Some("session=abc")), Some("abc"));
+        assert_eq!(session_param(Some("x=1&session=abc&y=2")), Some("abc"));
+        assert_eq!(session_param(Some("session=")), None);
+        assert_eq!(session_param(None), None);
+    }
+}
