@@ -163,6 +163,21 @@ pub async fn accept_loop<F>(listener: TcpListener, drain: &Drain, on_conn: F) ->
 where
     F: Fn(TcpStream, watch::Receiver<bool>),
 {
+    accept_loop_with(listener, drain, on_conn, || {}).await
+}
+
+/// [`accept_loop`] running `on_shutdown` first when the signal comes (a
+/// pub/sub hub closes its sessions there, so event streams end and HTTP
+/// connections can finish).
+pub async fn accept_loop_with<F>(
+    listener: TcpListener,
+    drain: &Drain,
+    on_conn: F,
+    on_shutdown: impl FnOnce(),
+) -> std::io::Result<()>
+where
+    F: Fn(TcpStream, watch::Receiver<bool>),
+{
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
@@ -173,6 +188,7 @@ where
         let _ = tcp.set_nodelay(true);
         on_conn(tcp, stop_rx.clone());
     }
+    on_shutdown();
     // Plain HTTP connections finish their request and close; sockets drain.
     let _ = stop_tx.send(true);
     eprintln!(

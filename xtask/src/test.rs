@@ -13,7 +13,8 @@ use crate::util::{ChildGuard, Result, cargo_cmd, free_port, run, spawn, target_d
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
 
 /// The tests' system dependencies: nginx (sockeye-hyper's reverse-proxy
-/// test) and redis-server (sockeye-pubsub's Redis broker tests).
+/// test), redis-server (sockeye-pubsub's Redis broker tests, the chat
+/// cluster), chromium and its WebDriver (the chat page in a real browser).
 pub(crate) fn ensure_test_tools() -> Result {
     ensure_binary(
         "/usr/sbin/nginx",
@@ -24,6 +25,16 @@ pub(crate) fn ensure_test_tools() -> Result {
         REDIS_SERVER,
         &["redis-server"],
         "sockeye-pubsub's tests run real Redis servers (pub/sub, streams, cluster)",
+    )?;
+    ensure_binary(
+        "/usr/bin/chromedriver",
+        &["chromium", "chromium-driver"],
+        "the chat example is tested in headless Chromium through chromedriver",
+    )?;
+    ensure_binary(
+        "/usr/bin/chromium",
+        &["chromium"],
+        "the chat example is tested in headless Chromium through chromedriver",
     )
 }
 

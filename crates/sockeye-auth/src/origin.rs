@@ -183,6 +183,7 @@ enum Policy {
     SameOrigin,
     List(Arc<[OriginPattern]>),
     Predicate(Predicate),
+    Either(Arc<(OriginPolicy, OriginPolicy)>),
 }
 
 impl OriginPolicy {
@@ -234,6 +235,22 @@ impl OriginPolicy {
         Self(Policy::Predicate(Arc::new(f)))
     }
 
+    /// Allows what either policy allows: the server's own pages plus a
+    /// list of others, say.
+    ///
+    /// ```
+    /// use sockeye_auth::{Origin, OriginPolicy};
+    /// let policy = OriginPolicy::same_origin().or(OriginPolicy::list(["https://app.example.com"]).unwrap());
+    /// let ok = |o, host| policy.allows(&Origin::parse(o).unwrap(), host);
+    /// assert!(ok("http://127.0.0.1:8080", Some("127.0.0.1:8080")));
+    /// assert!(ok("https://app.example.com", Some("127.0.0.1:8080")));
+    /// assert!(!ok("https://evil.example", Some("127.0.0.1:8080")));
+    /// ```
+    #[must_use]
+    pub fn or(self, other: OriginPolicy) -> Self {
+        Self(Policy::Either(Arc::new((self, other))))
+    }
+
     /// Whether `origin` is allowed for a request to `host` (the `Host`
     /// header, used by [`same_origin`](Self::same_origin)).
     pub fn allows(&self, origin: &Origin, host: Option<&str>) -> bool {
@@ -242,6 +259,7 @@ impl OriginPolicy {
             Policy::SameOrigin => host.is_some_and(|h| same_host(origin, h)),
             Policy::List(patterns) => patterns.iter().any(|p| p.matches(origin)),
             Policy::Predicate(f) => f(origin),
+            Policy::Either(both) => both.0.allows(origin, host) || both.1.allows(origin, host),
         }
     }
 }
@@ -253,6 +271,11 @@ impl fmt::Debug for OriginPolicy {
             Policy::SameOrigin => f.write_str("OriginPolicy::same_origin"),
             Policy::List(p) => f.debug_tuple("OriginPolicy::list").field(&p.len()).finish(),
             Policy::Predicate(_) => f.write_str("OriginPolicy::predicate"),
+            Policy::Either(both) => f
+                .debug_tuple("OriginPolicy::or")
+                .field(&both.0)
+                .field(&both.1)
+                .finish(),
         }
     }
 }

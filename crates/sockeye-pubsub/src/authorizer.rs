@@ -24,6 +24,9 @@ pub struct Access<'a> {
     pub topic: &'a str,
     /// The action.
     pub action: Action,
+    /// For [`Action::Publish`], the data as raw JSON (to check its shape,
+    /// or that it names its author); `None` for subscribe.
+    pub data: Option<&'a str>,
 }
 
 /// Decides, asynchronously, whether a client may act on a topic. Namespace

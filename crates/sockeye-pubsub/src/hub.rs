@@ -627,7 +627,9 @@ impl Hub {
         let inner = &self.inner;
         let ns = inner.namespace(topic)?;
         if let Requester::Client(_) = requester {
-            inner.authorize(session, topic, Action::Subscribe).await?;
+            inner
+                .authorize(session, topic, Action::Subscribe, None)
+                .await?;
         }
         let name: Arc<str> = Arc::from(topic);
         let again = session.subscribed(topic);
@@ -805,11 +807,18 @@ impl Inner {
         Ok(Arc::clone(ns))
     }
 
-    async fn authorize(&self, session: &Session, topic: &str, action: Action) -> Result<(), Error> {
+    async fn authorize(
+        &self,
+        session: &Session,
+        topic: &str,
+        action: Action,
+        data: Option<&str>,
+    ) -> Result<(), Error> {
         let access = Access {
             identity: session.identity.as_ref(),
             topic,
             action,
+            data,
         };
         if self.authorizer.authorize(access).await {
             Ok(())
@@ -846,7 +855,8 @@ impl Inner {
         if data.len() > ns.max_data_bytes {
             return Err(Error::refused(ErrorCode::LimitExceeded, "data too large"));
         }
-        self.authorize(session, topic, Action::Publish).await?;
+        self.authorize(session, topic, Action::Publish, Some(data))
+            .await?;
         self.publish(topic, data, &ns).await
     }
 
@@ -858,7 +868,8 @@ impl Inner {
                 "presence is off for this namespace",
             ));
         }
-        self.authorize(session, topic, Action::Subscribe).await?;
+        self.authorize(session, topic, Action::Subscribe, None)
+            .await?;
         self.broker.presence(topic).await
     }
 

@@ -1,0 +1,235 @@
+//! Chat: a web page and a sockeye-pubsub hub in one binary. Rooms, a
+//! nickname, history, who is online, reconnection that fetches what was
+//! missed, and a Server-Sent Events fallback when WebSockets cannot pass.
+//!
+//! ```text
+//! cargo run --release --example chat -- [--addr 127.0.0.1:8080]
+//!     [--redis redis://127.0.0.1:6379 [--redis-mode standalone|sharded]]
+//!     [--allow-origin ORIGIN]... [--rate-limit N] [--threads N]
+//! ```
+//! Open http://127.0.0.1:8080 in two windows. Prints `listening on ADDR`
+//! once ready.
+//!
+//! - The page (`index.html`, embedded) talks the documented protocol
+//!   (`crates/sockeye-pubsub/PROTOCOL.md`) at `/ws?nick=NICK`: a room is the
+//!   topic `chat:ROOM`, a message's data `{"nick":...,"text":...,"ts":...}`.
+//!   Any other client (a script, an app) can join with that protocol alone.
+//! - Rooms keep their last 200 messages for an hour; a client that comes
+//!   back subscribes with `since` and gets what it missed.
+//! - With `--redis`, several chat processes on one Redis share their rooms.
+//! - With `WEBSOCKETS_DISABLE=1` set, upgrades are refused (503) and the
+//!   page falls back to Server-Sent Events + POST on the same URL.
+//! - Defaults that matter in production: only same-origin pages may
+//!   connect (`--allow-origin` adds others), 20 commands a second per
+//!   socket, 4 KiB per message and 2000 characters of text, nicknames of
+//!   1–32 letters, digits, spaces and `_-.`; a message must carry its
+//!   sender's nickname.
+
+use std::time::Duration;
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::Value;
+use sockeye_auth::{AuthLayer, Credentials, Identity, OriginLayer, OriginPolicy, Rejection};
+use sockeye_deflate::{DeflateConfig, DeflateLayer};
+use sockeye_examples::{Args, accept_loop_with, hyper_connection, runtime, text_body};
+use sockeye_hyper::server::Drain;
+use sockeye_proto::CloseCode;
+use sockeye_pubsub::{Access, Action, Hub, Namespace, RateLimit, RedisBroker, RedisMode};
+use tokio::net::TcpListener;
+use tower::{ServiceBuilder, ServiceExt};
+
+const PAGE: &str = include_str!("index.html");
+
+const USAGE: &str = "usage: chat [--addr HOST:PORT] [--redis URL [--redis-mode standalone|sharded]] \
+                     [--allow-origin ORIGIN]... [--rate-limit N] [--threads N]";
+
+/// The longest message text, in characters.
+const MAX_TEXT: usize = 2000;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse(
+        USAGE,
+        &["addr", "redis", "redis-mode", "allow-origin", "rate-limit", "threads"],
+        &[],
+    );
+    let addr = args.value("addr").unwrap_or("127.0.0.1:8080").to_owned();
+    let mode = match args.value("redis-mode").unwrap_or("standalone") {
+        "standalone" => RedisMode::Standalone,
+        "sharded" => RedisMode::Sharded,
+        other => return Err(format!("--redis-mode: {other}: standalone or sharded").into()),
+    };
+    let options = Options {
+        redis: args.value("redis").map(|url| (url.to_owned(), mode)),
+        origins: args.values("allow-origin").to_vec(),
+        rate: args.parsed("rate-limit", 20.0f64),
+    };
+    runtime(args.parsed("threads", 0usize))?.block_on(serve(addr, options))
+}
+
+struct Options {
+    redis: Option<(String, RedisMode)>,
+    origins: Vec<String>,
+    rate: f64,
+}
+
+/// A nickname: 1–32 letters, digits, spaces, `_`, `-` or `.`, not blank.
+fn valid_nick(nick: &str) -> bool {
+    let n = nick.chars().count();
+    (1..=32).contains(&n)
+        && !nick.trim().is_empty()
+        && nick
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '_' | '-' | '.'))
+}
+
+/// A room: `chat:` then 1–32 of `a-z0-9_-`.
+fn valid_room(topic: &str) -> bool {
+    topic.strip_prefix("chat:").is_some_and(|room| {
+        (1..=32).contains(&room.len())
+            && room
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    })
+}
+
+/// What a client may do: any valid room; publish only messages that name
+/// their sender, with a text of 1–2000 characters.
+fn authorize(access: Access<'_>) -> bool {
+    if !valid_room(access.topic) {
+        return false;
+    }
+    match access.action {
+        Action::Subscribe => true,
+        Action::Publish => {
+            let (Some(identity), Some(data)) = (access.identity, access.data) else {
+                return false;
+            };
+            let Ok(Value::Object(message)) = serde_json::from_str::<Value>(data) else {
+                return false;
+            };
+            let text_ok = message
+                .get("text")
+                .and_then(Value::as_str)
+                .is_some_and(|t| !t.trim().is_empty() && t.chars().count() <= MAX_TEXT);
+            let nick_ok = message.get("nick").and_then(Value::as_str) == Some(identity.subject());
+            let ts_ok = message.get("ts").is_none_or(Value::is_number);
+            text_ok && nick_ok && ts_ok && message.len() <= 3
+        }
+        _ => false,
+    }
+}
+
+async fn serve(addr: String, options: Options) -> Result<(), Box<dyn std::error::Error>> {
+    let rooms = Namespace::new()
+        .client_publish(true)
+        .history(200, Duration::from_secs(3600))
+        .presence(true)
+        .max_data_bytes(4 << 10);
+    let burst = (2.0 * options.rate).clamp(1.0, 1e9) as u32;
+    let mut builder = Hub::builder()
+        .namespace("chat", rooms)
+        .authorizer(authorize)
+        .rate_limit(RateLimit::new(options.rate, burst))
+        .deflate(DeflateConfig::new());
+    if let Some((url, mode)) = &options.redis {
+        builder = builder.broker(RedisBroker::builder(url.as_str()).mode(*mode).connect().await?);
+    }
+    let hub = builder.build();
+
+    // Same-origin pages only (plus --allow-origin), for the upgrade and for
+    // the fallback's GET and POST alike.
+    let policy = if options.origins.is_empty() {
+        OriginPolicy::same_origin()
+    } else {
+        OriginPolicy::same_origin().or(OriginPolicy::list(&options.origins)?)
+    };
+    let origins = OriginLayer::new(policy).check_all_requests(true);
+    // The nickname is the identity (no passwords in a demo); the page
+    // sends it as `?nick=`.
+    let nicks = AuthLayer::new(|creds: Credentials| async move {
+        match creds {
+            Credentials::Query { value, .. } if valid_nick(value.expose()) => {
+                Ok(Identity::new(value.expose().trim()))
+            }
+            _ => Err(Rejection::Invalid),
+        }
+    })
+    .query("nick")
+    .check_all_requests(true);
+    let drain = Drain::new();
+    let socket = ServiceBuilder::new()
+        .layer(origins)
+        .layer(nicks)
+        .layer(DeflateLayer::new(DeflateConfig::new()))
+        .service(hub.service().drain(&drain));
+
+    let service = tower::service_fn(move |req: Request<Incoming>| {
+        let socket = socket.clone();
+        async move {
+            match (req.method(), req.uri().path()) {
+                (_, "/ws") => socket.oneshot(req).await,
+                (&Method::GET, "/" | "/index.html") => {
+                    let mut resp = Response::new(text_body(PAGE));
+                    let headers = resp.headers_mut();
+                    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+                    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                    Ok(resp)
+                }
+                _ => {
+                    let mut resp = Response::new(text_body("not found\n"));
+                    *resp.status_mut() = StatusCode::NOT_FOUND;
+                    Ok(resp)
+                }
+            }
+        }
+    });
+
+    let listener = TcpListener::bind(&addr).await?;
+    let local = listener.local_addr()?;
+    println!("listening on {local}");
+    eprintln!(
+        "chat: http://{local}/ ({}{})",
+        match &options.redis {
+            Some((url, mode)) => format!("rooms shared through Redis {url}, {mode:?}"),
+            None => "in-memory broker".to_owned(),
+        },
+        if sockeye_hyper::disabled_by_env() {
+            "; WebSockets disabled, SSE fallback only"
+        } else {
+            ""
+        }
+    );
+    let closing = hub.clone();
+    accept_loop_with(listener, &drain, hyper_connection(service, None), move || {
+        closing.close_all(CloseCode::GOING_AWAY, "server shutting down");
+    })
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nicknames_rooms_and_messages() {
+        assert!(valid_nick("ann") && valid_nick("Zoë K.") && valid_nick("a_b-c"));
+        assert!(!valid_nick("") && !valid_nick("   ") && !valid_nick("<script>") && !valid_nick(&"x".repeat(33)));
+        assert!(valid_room("chat:lobby") && valid_room("chat:a-1_b"));
+        assert!(!valid_room("chat:") && !valid_room("chat:Lobby") && !valid_room("other:lobby"));
+        let ann = Identity::new("ann");
+        let publish = |data: &'static str| Access {
+            identity: Some(&ann),
+            topic: "chat:lobby",
+            action: Action::Publish,
+            data: Some(data),
+        };
+        assert!(authorize(publish(r#"{"nick":"ann","text":"hi","ts":1}"#)));
+        assert!(!authorize(publish(r#"{"nick":"bob","text":"hi"}"#)));
+        assert!(!authorize(publish(r#"{"nick":"ann","text":"  "}"#)));
+        assert!(!authorize(publish(r#"{"nick":"ann","text":"hi","extra":1}"#)));
+        assert!(!authorize(publish(r#"["ann","hi"]"#)));
+    }
+}
