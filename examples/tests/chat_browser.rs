@@ -46,13 +46,20 @@ impl Drop for Proc {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_port(port: u16, what: &str) {
     let deadline = Instant::now() + WAIT;
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start listening on {port}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start listening on {port}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -62,7 +69,11 @@ fn chat_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let debug = exe.parent().and_then(Path::parent).unwrap();
     let bin = debug.join("examples").join("chat");
-    assert!(bin.is_file(), "{} is missing: build the examples (cargo test builds them)", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the examples (cargo test builds them)",
+        bin.display()
+    );
     bin
 }
 
@@ -76,9 +87,16 @@ fn require(path: &str, package: &str) {
 /// A chat process on `port`, sharing rooms through `redis`.
 fn chat(port: u16, redis: &str, websockets: bool) -> Proc {
     let mut cmd = Command::new(chat_binary());
-    cmd.args(["--addr", &format!("127.0.0.1:{port}"), "--redis", redis, "--threads", "2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    cmd.args([
+        "--addr",
+        &format!("127.0.0.1:{port}"),
+        "--redis",
+        redis,
+        "--threads",
+        "2",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
     if websockets {
         cmd.env_remove("WEBSOCKETS_DISABLE");
     } else {
@@ -86,8 +104,13 @@ fn chat(port: u16, redis: &str, websockets: bool) -> Proc {
     }
     let mut child = cmd.spawn().unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert!(line.starts_with("listening on"), "chat did not start: {line:?}");
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("listening on"),
+        "chat did not start: {line:?}"
+    );
     Proc(child)
 }
 
@@ -101,7 +124,16 @@ fn redis() -> (Option<Proc>, String) {
     require("/usr/bin/redis-server", "redis-server");
     let port = free_port();
     let child = Command::new("/usr/bin/redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -117,7 +149,9 @@ async fn browser(driver: &str) -> Client {
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,800"]
         }
     });
-    let serde_json::Value::Object(caps) = caps else { unreachable!() };
+    let serde_json::Value::Object(caps) = caps else {
+        unreachable!()
+    };
     ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
         .connect(driver)
@@ -129,13 +163,28 @@ async fn browser(driver: &str) -> Client {
 async fn until(c: &Client, script: &str, what: &str) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let v = c.execute(&format!("return !!({script});"), vec![]).await.unwrap();
+        let v = c
+            .execute(&format!("return !!({script});"), vec![])
+            .await
+            .unwrap();
         if v == json!(true) {
             return;
         }
         if Instant::now() > deadline {
-            let status = c.execute("return document.getElementById('status')?.textContent", vec![]).await.ok();
-            let banner = c.execute("return document.getElementById('banner')?.textContent", vec![]).await.ok();
+            let status = c
+                .execute(
+                    "return document.getElementById('status')?.textContent",
+                    vec![],
+                )
+                .await
+                .ok();
+            let banner = c
+                .execute(
+                    "return document.getElementById('banner')?.textContent",
+                    vec![],
+                )
+                .await
+                .ok();
             panic!("timed out waiting for {what} (status {status:?}, banner {banner:?})");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -143,7 +192,10 @@ async fn until(c: &Client, script: &str, what: &str) {
 }
 
 fn status_is(text: &str) -> String {
-    format!("document.getElementById('status').textContent.trim() === {}", json!(text))
+    format!(
+        "document.getElementById('status').textContent.trim() === {}",
+        json!(text)
+    )
 }
 
 fn has_message(nick: &str, text: &str) -> String {
@@ -203,14 +255,24 @@ async fn two_windows_chat_reconnect_and_fall_back_to_sse() {
     let ann = browser(&driver).await;
     let bob = browser(&driver).await;
     for (c, port, nick) in [(&ann, port_a, "ann"), (&bob, port_b, "bob")] {
-        c.goto(&format!("http://127.0.0.1:{port}/?nick={nick}")).await.unwrap();
-        until(c, &status_is("connected · WebSocket"), &format!("{nick} connected")).await;
+        c.goto(&format!("http://127.0.0.1:{port}/?nick={nick}"))
+            .await
+            .unwrap();
+        until(
+            c,
+            &status_is("connected · WebSocket"),
+            &format!("{nick} connected"),
+        )
+        .await;
         let input = c.find(Locator::Id("room-input")).await.unwrap();
         input.send_keys(&room).await.unwrap();
         input.send_keys("\u{E007}").await.unwrap();
         until(
             c,
-            &format!("document.querySelector('#rooms .room.active')?.dataset.room === {}", json!(room)),
+            &format!(
+                "document.querySelector('#rooms .room.active')?.dataset.room === {}",
+                json!(room)
+            ),
             &format!("{nick} in the room"),
         )
         .await;
@@ -218,44 +280,120 @@ async fn two_windows_chat_reconnect_and_fall_back_to_sse() {
 
     // Send, receive, presence (across the two processes, through Redis).
     send(&ann, "hello from ann").await;
-    until(&bob, &has_message("ann", "hello from ann"), "bob gets ann's message").await;
+    until(
+        &bob,
+        &has_message("ann", "hello from ann"),
+        "bob gets ann's message",
+    )
+    .await;
     send(&bob, "hi ann <b>not bold</b>").await;
-    until(&ann, &has_message("bob", "hi ann <b>not bold</b>"), "ann gets bob's message").await;
-    let bold = ann.execute("return document.querySelectorAll('#messages b').length", vec![]).await.unwrap();
+    until(
+        &ann,
+        &has_message("bob", "hi ann <b>not bold</b>"),
+        "ann gets bob's message",
+    )
+    .await;
+    let bold = ann
+        .execute(
+            "return document.querySelectorAll('#messages b').length",
+            vec![],
+        )
+        .await
+        .unwrap();
     assert_eq!(bold, json!(0), "message text must not be rendered as HTML");
-    until(&ann, &format!("{} && {}", online("ann"), online("bob")), "both online in ann's window").await;
-    until(&bob, &format!("{} && {}", online("ann"), online("bob")), "both online in bob's window").await;
+    until(
+        &ann,
+        &format!("{} && {}", online("ann"), online("bob")),
+        "both online in ann's window",
+    )
+    .await;
+    until(
+        &bob,
+        &format!("{} && {}", online("ann"), online("bob")),
+        "both online in bob's window",
+    )
+    .await;
 
     // Ann's server restarts; bob keeps talking meanwhile.
     node_a.terminate();
-    until(&ann, "document.getElementById('status').textContent.includes('reconnecting')", "ann sees the drop").await;
-    until(&bob, &format!("!({})", online("ann")), "ann leaves bob's online list").await;
+    until(
+        &ann,
+        "document.getElementById('status').textContent.includes('reconnecting')",
+        "ann sees the drop",
+    )
+    .await;
+    until(
+        &bob,
+        &format!("!({})", online("ann")),
+        "ann leaves bob's online list",
+    )
+    .await;
     for i in 1..=3 {
         send(&bob, &format!("while you were away {i}")).await;
     }
-    until(&bob, &has_message("bob", "while you were away 3"), "bob's own messages shown").await;
+    until(
+        &bob,
+        &has_message("bob", "while you were away 3"),
+        "bob's own messages shown",
+    )
+    .await;
     node_a = chat(port_a, &redis_url, true);
     until(&ann, &status_is("connected · WebSocket"), "ann reconnected").await;
     for i in 1..=3 {
-        until(&ann, &has_message("bob", &format!("while you were away {i}")), "ann recovers what she missed").await;
+        until(
+            &ann,
+            &has_message("bob", &format!("while you were away {i}")),
+            "ann recovers what she missed",
+        )
+        .await;
     }
-    assert_eq!(count(&ann, "hello from ann").await, 1, "no duplicates after recovery");
-    assert_eq!(count(&ann, "while you were away 2").await, 1, "no duplicates after recovery");
+    assert_eq!(
+        count(&ann, "hello from ann").await,
+        1,
+        "no duplicates after recovery"
+    );
+    assert_eq!(
+        count(&ann, "while you were away 2").await,
+        1,
+        "no duplicates after recovery"
+    );
     until(&bob, &online("ann"), "ann is back in bob's online list").await;
 
     // A third process with WebSockets disabled: the page falls back to SSE.
     let _node_c = chat(port_c, &redis_url, false);
     let cid = browser(&driver).await;
-    cid.goto(&format!("http://127.0.0.1:{port_c}/?nick=cid")).await.unwrap();
-    until(&cid, &status_is("connected · SSE fallback"), "cid on the SSE fallback").await;
+    cid.goto(&format!("http://127.0.0.1:{port_c}/?nick=cid"))
+        .await
+        .unwrap();
+    until(
+        &cid,
+        &status_is("connected · SSE fallback"),
+        "cid on the SSE fallback",
+    )
+    .await;
     let input = cid.find(Locator::Id("room-input")).await.unwrap();
     input.send_keys(&room).await.unwrap();
     input.send_keys("\u{E007}").await.unwrap();
-    until(&cid, &has_message("ann", "hello from ann"), "cid sees the room's history").await;
+    until(
+        &cid,
+        &has_message("ann", "hello from ann"),
+        "cid sees the room's history",
+    )
+    .await;
     send(&cid, "hello over SSE").await;
-    until(&ann, &has_message("cid", "hello over SSE"), "ann gets cid's message").await;
+    until(
+        &ann,
+        &has_message("cid", "hello over SSE"),
+        "ann gets cid's message",
+    )
+    .await;
     send(&ann, "hello back").await;
-    until(&cid, &has_message("ann", "hello back"), "cid gets ann's reply over SSE").await;
+    until(
+        &cid,
+        &has_message("ann", "hello back"),
+        "cid gets ann's reply over SSE",
+    )
+    .await;
     until(&cid, &online("ann"), "presence over SSE").await;
 
     // A screenshot of the page for the README, refreshed by every run.

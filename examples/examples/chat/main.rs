@@ -51,7 +51,14 @@ const MAX_TEXT: usize = 2000;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse(
         USAGE,
-        &["addr", "redis", "redis-mode", "allow-origin", "rate-limit", "threads"],
+        &[
+            "addr",
+            "redis",
+            "redis-mode",
+            "allow-origin",
+            "rate-limit",
+            "threads",
+        ],
         &[],
     );
     let addr = args.value("addr").unwrap_or("127.0.0.1:8080").to_owned();
@@ -134,7 +141,12 @@ async fn serve(addr: String, options: Options) -> Result<(), Box<dyn std::error:
         .rate_limit(RateLimit::new(options.rate, burst))
         .deflate(DeflateConfig::new());
     if let Some((url, mode)) = &options.redis {
-        builder = builder.broker(RedisBroker::builder(url.as_str()).mode(*mode).connect().await?);
+        builder = builder.broker(
+            RedisBroker::builder(url.as_str())
+                .mode(*mode)
+                .connect()
+                .await?,
+        );
     }
     let hub = builder.build();
 
@@ -173,7 +185,10 @@ async fn serve(addr: String, options: Options) -> Result<(), Box<dyn std::error:
                 (&Method::GET, "/" | "/index.html") => {
                     let mut resp = Response::new(text_body(PAGE));
                     let headers = resp.headers_mut();
-                    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+                    headers.insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("text/html; charset=utf-8"),
+                    );
                     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
                     Ok(resp)
                 }
@@ -202,9 +217,14 @@ async fn serve(addr: String, options: Options) -> Result<(), Box<dyn std::error:
         }
     );
     let closing = hub.clone();
-    accept_loop_with(listener, &drain, hyper_connection(service, None), move || {
-        closing.close_all(CloseCode::GOING_AWAY, "server shutting down");
-    })
+    accept_loop_with(
+        listener,
+        &drain,
+        hyper_connection(service, None),
+        move || {
+            closing.close_all(CloseCode::GOING_AWAY, "server shutting down");
+        },
+    )
     .await?;
     Ok(())
 }
@@ -216,7 +236,12 @@ mod tests {
     #[test]
     fn nicknames_rooms_and_messages() {
         assert!(valid_nick("ann") && valid_nick("Zoë K.") && valid_nick("a_b-c"));
-        assert!(!valid_nick("") && !valid_nick("   ") && !valid_nick("<script>") && !valid_nick(&"x".repeat(33)));
+        assert!(
+            !valid_nick("")
+                && !valid_nick("   ")
+                && !valid_nick("<script>")
+                && !valid_nick(&"x".repeat(33))
+        );
         assert!(valid_room("chat:lobby") && valid_room("chat:a-1_b"));
         assert!(!valid_room("chat:") && !valid_room("chat:Lobby") && !valid_room("other:lobby"));
         let ann = Identity::new("ann");
@@ -229,7 +254,9 @@ mod tests {
         assert!(authorize(publish(r#"{"nick":"ann","text":"hi","ts":1}"#)));
         assert!(!authorize(publish(r#"{"nick":"bob","text":"hi"}"#)));
         assert!(!authorize(publish(r#"{"nick":"ann","text":"  "}"#)));
-        assert!(!authorize(publish(r#"{"nick":"ann","text":"hi","extra":1}"#)));
+        assert!(!authorize(publish(
+            r#"{"nick":"ann","text":"hi","extra":1}"#
+        )));
         assert!(!authorize(publish(r#"["ann","hi"]"#)));
     }
 }
