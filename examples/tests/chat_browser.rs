@@ -233,8 +233,11 @@ async fn two_windows_chat_reconnect_and_fall_back_to_sse() {
     require("/usr/bin/chromium", "chromium");
     require("/usr/bin/chromedriver", "chromium-driver");
     let (_redis, redis_url) = redis();
-    // Each run its own room, so a shared Redis's old history stays out.
-    let room = format!("t{}", std::process::id());
+    // Each run its own room, so a shared Redis's old history stays out
+    // (SOCKEYE_CHAT_ROOM=lobby with a fresh Redis makes the README's
+    // screenshot, docs/chat.png, from target/chat-screenshot.png).
+    let room =
+        std::env::var("SOCKEYE_CHAT_ROOM").unwrap_or_else(|_| format!("t{}", std::process::id()));
 
     let driver_port = free_port();
     let _driver = Proc(
