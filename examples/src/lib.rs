@@ -158,7 +158,8 @@ pub fn text_body(text: &'static str) -> Body {
 }
 
 /// Accepts until Ctrl-C or SIGTERM, handing each connection to `on_conn`,
-/// then drains the sockets.
+/// then drains the sockets and waits (at most [`HTTP_GRACE`]) for the plain
+/// HTTP connections to finish their responses.
 pub async fn accept_loop<F>(listener: TcpListener, drain: &Drain, on_conn: F) -> std::io::Result<()>
 where
     F: Fn(TcpStream, watch::Receiver<bool>),
@@ -200,8 +201,25 @@ where
         "drained: {} closed, {} dropped",
         report.closed, report.forced
     );
+    // Every connection task holds a receiver until hyper is done with it;
+    // an event stream that got its closing event finishes writing here,
+    // instead of being cut when the runtime stops.
+    drop(stop_rx);
+    if tokio::time::timeout(HTTP_GRACE, stop_tx.closed())
+        .await
+        .is_err()
+    {
+        eprintln!(
+            "{} HTTP connection(s) still open after {HTTP_GRACE:?}: dropped",
+            stop_tx.receiver_count()
+        );
+    }
     Ok(())
 }
+
+/// How long a shutdown waits for plain HTTP connections (event streams,
+/// slow responses) once the sockets have drained.
+pub const HTTP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Serves each connection with hyper's HTTP/1 (upgrades on), over TLS when
 /// an acceptor is given.

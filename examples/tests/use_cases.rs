@@ -1,0 +1,315 @@
+//! The seed's use-case examples (`monitor`, `game`, `iot`) as real
+//! processes on loopback, driven by real clients: each one serves its page,
+//! speaks its documented protocol, refuses what it says it refuses, and
+//! shuts down cleanly on SIGTERM.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use sockeye_proto::{CloseCode, Message};
+use sockeye_pubsub::client::{Item, PubSubClient};
+use tokio::time::timeout;
+
+/// An example process, killed when dropped.
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Starts `examples/<name>` on a free port and waits for its
+    /// `listening on ADDR` line.
+    fn start(name: &str, extra: &[&str]) -> Proc {
+        let mut child = Command::new(example_binary(name))
+            .args(["--addr", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("{name} printed {line:?}"))
+            .parse()
+            .unwrap();
+        Proc { child, addr }
+    }
+
+    /// SIGTERM, then the exit status within 15 s.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn ws(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+}
+
+/// An example binary, built next to this test by `cargo test`.
+fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let debug = exe.parent().and_then(Path::parent).unwrap();
+    let bin = debug.join("examples").join(name);
+    assert!(bin.is_file(), "{} is missing", bin.display());
+    bin
+}
+
+/// `GET path` over HTTP/1.0: the status line and the body.
+fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(tcp, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).unwrap();
+    let status = response.lines().next().unwrap_or_default().to_owned();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The next publication's data within `secs`, skipping other items.
+async fn next_publication(sub: &mut sockeye_pubsub::client::Subscription, secs: u64) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let item = tokio::time::timeout_at(deadline, sub.recv())
+            .await
+            .expect("no publication in time")
+            .expect("subscription ended");
+        if let Item::Publication { data, .. } = item {
+            return serde_json::from_str(data.get()).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn monitor_streams_samples_and_ends_event_streams_on_shutdown() {
+    let monitor = Proc::start("monitor", &[]);
+    let (status, page) = http_get(monitor.addr, "/");
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        page.contains("<canvas") || page.contains("<svg"),
+        "no chart"
+    );
+
+    let client = PubSubClient::builder(monitor.ws("/ws"))
+        .connect()
+        .await
+        .unwrap();
+    let mut sub = client.subscribe("metrics:host").await.unwrap();
+    let sample = next_publication(&mut sub, 5).await;
+    let cpu = sample["cpu"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&cpu), "{sample}");
+    assert!(sample["mem"]["total"].as_u64().unwrap() > 0, "{sample}");
+    assert!(sample["mem"]["used"].as_u64().unwrap() <= sample["mem"]["total"].as_u64().unwrap());
+    assert_eq!(sample["load"].as_array().unwrap().len(), 3);
+    // Samples are the server's: clients may not publish.
+    assert!(
+        client
+            .publish("metrics:host", &json!({"cpu": 0}))
+            .await
+            .is_err()
+    );
+
+    // An event-stream session (the fallback) open at shutdown gets its
+    // closing event before the process exits.
+    let mut sse = TcpStream::connect(monitor.addr).unwrap();
+    sse.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    write!(
+        sse,
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+        monitor.addr
+    )
+    .unwrap();
+    let mut reader = BufReader::new(sse);
+    let mut head = String::new();
+    while !head.contains("event: session") {
+        assert_ne!(reader.read_line(&mut head).unwrap(), 0, "{head}");
+    }
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    client.close().await;
+    let status = tokio::task::spawn_blocking(move || monitor.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let mut rest = String::new();
+    let _ = reader.read_to_string(&mut rest);
+    assert!(rest.contains("event: close"), "stream ended with {rest:?}");
+    assert!(rest.contains("1001"), "{rest:?}");
+}
+
+/// The next binary message within 5 s, skipping pings and pongs.
+async fn next_binary(ws: &mut sockeye_hyper::client::WebSocket) -> Vec<u8> {
+    loop {
+        match timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => return b.to_vec(),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            other => panic!("expected a binary message, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn game_moves_dots_and_refuses_text() {
+    let game = Proc::start("game", &[]);
+    let (status, _) = http_get(game.addr, "/");
+    assert!(status.contains("200"), "{status}");
+
+    let (mut ws, _) = sockeye_hyper::client::connect(&game.ws("/ws"))
+        .await
+        .unwrap();
+    let welcome = next_binary(&mut ws).await;
+    assert_eq!((welcome.len(), welcome[0]), (5, 3), "{welcome:?}");
+    let id = u32::from_be_bytes(welcome[1..5].try_into().unwrap());
+
+    // Snapshots: [2][u16 count] then 11 bytes per player.
+    let position = |snapshot: &[u8]| -> Option<(u16, u16)> {
+        assert_eq!(snapshot[0], 2);
+        let count = u16::from_be_bytes([snapshot[1], snapshot[2]]) as usize;
+        assert_eq!(snapshot.len(), 3 + 11 * count);
+        snapshot[3..].chunks(11).find_map(|p| {
+            (u32::from_be_bytes(p[..4].try_into().unwrap()) == id).then(|| {
+                (
+                    u16::from_be_bytes([p[4], p[5]]),
+                    u16::from_be_bytes([p[6], p[7]]),
+                )
+            })
+        })
+    };
+    let start = position(&next_binary(&mut ws).await).expect("we are on the field");
+
+    // Head for a corner; within a second at 20 Hz the dot gets closer.
+    let target = if start.0 < 500 { 999u16 } else { 0 };
+    let mut input = vec![1u8];
+    input.extend_from_slice(&target.to_be_bytes());
+    input.extend_from_slice(&start.1.to_be_bytes());
+    ws.send(Message::binary(input)).await.unwrap();
+    let mut moved = false;
+    for _ in 0..40 {
+        let now = position(&next_binary(&mut ws).await).unwrap();
+        if now.0.abs_diff(target) + 5 < start.0.abs_diff(target) {
+            moved = true;
+            break;
+        }
+    }
+    assert!(moved, "the dot did not move toward {target}");
+
+    // Text is not part of the protocol: 1003.
+    ws.send(Message::text("hello")).await.unwrap();
+    loop {
+        match timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
+            Some(Ok(Message::Close(frame))) => {
+                assert_eq!(frame.unwrap().code, CloseCode::UNSUPPORTED_DATA);
+                break;
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close, got {other:?}"),
+        }
+    }
+    let status = tokio::task::spawn_blocking(move || game.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn iot_devices_report_and_obey_the_dashboard() {
+    let iot = Proc::start("iot", &["--devices", "2"]);
+    let (status, devices) = http_get(iot.addr, "/devices");
+    assert!(status.contains("200"), "{status}");
+    let devices: Value = serde_json::from_str(&devices).unwrap();
+    assert_eq!(devices["devices"], json!(["dev-01", "dev-02"]));
+
+    let dashboard = PubSubClient::builder(iot.ws("/ws?dashboard=1"))
+        .connect()
+        .await
+        .unwrap();
+    let mut telemetry = dashboard.subscribe("telemetry:dev-01").await.unwrap();
+    let reading = next_publication(&mut telemetry, 10).await;
+    assert!(reading["temp"].is_number(), "{reading}");
+    assert!(reading["battery"].is_number(), "{reading}");
+
+    // A command reaches the device, which reports at the new interval.
+    dashboard
+        .publish(
+            "commands:dev-01",
+            &json!({"cmd": "set_interval", "ms": 250}),
+        )
+        .await
+        .unwrap();
+    let mut applied = false;
+    for _ in 0..40 {
+        if next_publication(&mut telemetry, 10).await["interval_ms"] == 250 {
+            applied = true;
+            break;
+        }
+    }
+    assert!(applied, "dev-01 never reported interval_ms 250");
+    // Malformed commands are refused.
+    assert!(
+        dashboard
+            .publish("commands:dev-01", &json!({"cmd": "set_interval", "ms": 1}))
+            .await
+            .is_err()
+    );
+
+    // A device may publish only its own telemetry.
+    let device = PubSubClient::builder(iot.ws("/ws?device=dev-02"))
+        .connect()
+        .await
+        .unwrap();
+    assert!(
+        device
+            .publish("telemetry:dev-01", &json!({"temp": 99.0}))
+            .await
+            .is_err()
+    );
+    assert!(device.subscribe("commands:dev-01").await.is_err());
+    // Unknown devices get no socket at all.
+    assert!(
+        sockeye_hyper::client::connect(&iot.ws("/ws?device=dev-99"))
+            .await
+            .is_err()
+    );
+
+    device.close().await;
+    dashboard.close().await;
+    let status = tokio::task::spawn_blocking(move || iot.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
