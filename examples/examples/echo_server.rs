@@ -118,15 +118,17 @@ async fn serve(addr: String, options: Options) -> std::io::Result<()> {
         return accept_loop(listener, &drain, move |tcp, _stop| {
             let acceptor = Arc::clone(&acceptor);
             let tls = tls.clone();
-            tokio::spawn(async move {
-                match tls {
-                    Some(tls) => match tls.accept(tcp).await {
+            // Two task types: a TLS stream's state is kilobytes, and a
+            // plain connection's task must not be sized for it.
+            match tls {
+                Some(tls) => drop(tokio::spawn(async move {
+                    match tls.accept(tcp).await {
                         Ok(stream) => echo_raw(&acceptor, stream).await,
                         Err(e) => eprintln!("TLS handshake failed: {e}"),
-                    },
-                    None => echo_raw(&acceptor, tcp).await,
-                }
-            });
+                    }
+                })),
+                None => drop(tokio::spawn(async move { echo_raw(&acceptor, tcp).await })),
+            }
         })
         .await;
     }
@@ -186,7 +188,9 @@ fn raw_check(
     Ok(())
 }
 
-async fn echo_hyper(ws: WebSocket, _handshake: Handshake) {
+async fn echo_hyper(ws: WebSocket, handshake: Handshake) {
+    // The request head is not needed: its memory goes before echoing.
+    drop(handshake);
     echo(ws).await;
 }
 
@@ -195,7 +199,11 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     match acceptor.accept(io).await {
-        Ok((ws, _)) => echo(ws).await,
+        // The request head is not needed: dropped before echoing.
+        Ok((ws, accepted)) => {
+            drop(accepted);
+            echo(ws).await;
+        }
         Err(e) => eprintln!("handshake failed: {e}"),
     }
 }

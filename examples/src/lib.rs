@@ -237,22 +237,22 @@ where
     move |tcp, mut stop| {
         let svc = TowerToHyperService::new(service.clone());
         let tls = tls.clone();
-        tokio::spawn(async move {
-            let builder = hyper::server::conn::http1::Builder::new();
-            match tls {
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(tcp), svc);
-                    serve_http(conn.with_upgrades(), &mut stop).await;
-                }
-                Some(tls) => {
-                    let Ok(stream) = tls.accept(tcp).await else {
-                        return;
-                    };
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                    serve_http(conn.with_upgrades(), &mut stop).await;
-                }
-            }
-        });
+        let builder = hyper::server::conn::http1::Builder::new();
+        // Two task types, so a plain connection's task is not sized for
+        // a TLS stream's state (kilobytes).
+        match tls {
+            None => drop(tokio::spawn(async move {
+                let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+                serve_http(conn.with_upgrades(), &mut stop).await;
+            })),
+            Some(tls) => drop(tokio::spawn(async move {
+                let Ok(stream) = tls.accept(tcp).await else {
+                    return;
+                };
+                let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                serve_http(conn.with_upgrades(), &mut stop).await;
+            })),
+        }
     }
 }
 

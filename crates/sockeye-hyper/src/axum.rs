@@ -139,7 +139,11 @@ impl WebSocketUpgrade {
         F: FnOnce(WebSocket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let mut conn = Connection::new(Role::Server, self.upgrader.connection_config().clone());
+        // Boxed: the task below holds it until hyper hands the connection over.
+        let mut conn = Box::new(Connection::new(
+            Role::Server,
+            self.upgrader.connection_config().clone(),
+        ));
         if let Some(agreed) = &self.agreed {
             conn.set_extension(agreed.build());
         }
@@ -154,7 +158,7 @@ impl WebSocketUpgrade {
                 }
             };
             let (io, read_buf) = ServerIo::new(upgraded);
-            let ws = WebSocket::from_connection(io, conn, bytes::BytesMut::from(read_buf));
+            let ws = WebSocket::from_connection(io, conn, read_buf);
             callback(ws).await;
             drop(keep_alive);
         });

@@ -5,7 +5,7 @@ use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -23,11 +23,25 @@ enum Inner {
 impl ServerIo {
     /// Unwraps hyper's upgraded connection; returns the stream and the bytes
     /// hyper had already read past the request, which belong to the socket.
-    pub(crate) fn new(upgraded: hyper::upgrade::Upgraded) -> (Self, Bytes) {
+    ///
+    /// Those bytes are copied out, so that hyper's read buffer (8 KiB or
+    /// more, which `read_buf` shares) is freed now instead of living as long
+    /// as the socket.
+    pub(crate) fn new(upgraded: hyper::upgrade::Upgraded) -> (Self, BytesMut) {
         match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => (Self(Inner::Tcp(parts.io.into_inner())), parts.read_buf),
+            Ok(parts) => {
+                let rest = if parts.read_buf.is_empty() {
+                    BytesMut::new()
+                } else {
+                    BytesMut::from(&parts.read_buf[..])
+                };
+                (Self(Inner::Tcp(parts.io.into_inner())), rest)
+            }
             // hyper replays its buffered bytes itself on this path.
-            Err(upgraded) => (Self(Inner::Upgraded(TokioIo::new(upgraded))), Bytes::new()),
+            Err(upgraded) => (
+                Self(Inner::Upgraded(TokioIo::new(upgraded))),
+                BytesMut::new(),
+            ),
         }
     }
 

@@ -13,7 +13,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::BytesMut;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Request, Response, StatusCode, request};
 use hyper::upgrade::OnUpgrade;
@@ -163,7 +162,7 @@ impl Upgrader {
             .map(|()| body::empty());
         let upgrading = Upgrading {
             on_upgrade,
-            conn: Some(conn),
+            conn: Some(Box::new(conn)),
             protocol,
         };
         Ok((response, upgrading))
@@ -209,7 +208,7 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
 /// A future of the upgraded socket.
 pub struct Upgrading {
     on_upgrade: OnUpgrade,
-    conn: Option<Connection>,
+    conn: Option<Box<Connection>>,
     protocol: Option<String>,
 }
 
@@ -236,11 +235,7 @@ impl Future for Upgrading {
         let upgraded = ready!(Pin::new(&mut this.on_upgrade).poll(cx))?;
         let (io, read_buf) = ServerIo::new(upgraded);
         let conn = this.conn.take().ok_or(Error::NotUpgradable)?;
-        Poll::Ready(Ok(WebSocket::from_connection(
-            io,
-            conn,
-            BytesMut::from(read_buf),
-        )))
+        Poll::Ready(Ok(WebSocket::from_connection(io, conn, read_buf)))
     }
 }
 

@@ -211,7 +211,8 @@ where
             }
         };
         let protocol = upgrading.protocol().map(str::to_owned);
-        let (parts, _body) = req.into_parts();
+        let (mut parts, _body) = req.into_parts();
+        own_head(&mut parts);
         // What layers put in the extensions (a socket permit, say) lives as
         // long as the socket's task, even if the handler drops its copy.
         let keep_alive = parts.extensions.clone();
@@ -238,6 +239,27 @@ where
             drain.set_abort(id, task.abort_handle());
         }
         ResponseFuture::ready(response)
+    }
+}
+
+/// Copies the URI and header values into allocations of their own. hyper
+/// parses them as slices of its connection's read buffer (8 KiB or more),
+/// and a handler that keeps its [`Handshake`] for the socket's life would
+/// otherwise keep that whole buffer alive with it.
+fn own_head(parts: &mut http::request::Parts) {
+    for value in parts.headers.values_mut() {
+        let owned = http::HeaderValue::from_bytes(value.as_bytes())
+            .map(|mut v| {
+                v.set_sensitive(value.is_sensitive());
+                v
+            })
+            .ok();
+        if let Some(owned) = owned {
+            *value = owned;
+        }
+    }
+    if let Ok(uri) = http::Uri::try_from(parts.uri.to_string()) {
+        parts.uri = uri;
     }
 }
 
@@ -309,5 +331,31 @@ where
                 .poll(cx)
                 .map(|r| r.map(|resp| resp.map(body::boxed))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_head;
+
+    #[test]
+    fn owned_head_keeps_every_value_and_flag() {
+        let req = http::Request::get("/ws?room=a%20b")
+            .header("host", "example.com")
+            .header("sec-websocket-protocol", "chat, superchat")
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .body(())
+            .unwrap_or_default();
+        let (mut parts, ()) = req.into_parts();
+        let mut token = http::HeaderValue::from_static("Bearer t");
+        token.set_sensitive(true);
+        parts.headers.insert(http::header::AUTHORIZATION, token);
+        let before = parts.headers.clone();
+        own_head(&mut parts);
+        assert_eq!(parts.headers, before);
+        assert_eq!(parts.headers.get_all("cookie").iter().count(), 2);
+        assert!(parts.headers[http::header::AUTHORIZATION].is_sensitive());
+        assert_eq!(parts.uri, "/ws?room=a%20b");
     }
 }

@@ -294,6 +294,36 @@ impl Connection {
         self.flush_pending_pong();
     }
 
+    /// Frees the buffers the connection holds for traffic when it has none
+    /// in flight: the output buffer once written out and the event queue
+    /// once drained. Call it when the transport has nothing to read, so an
+    /// idle connection costs only its state (the tokio driver does).
+    ///
+    /// ```
+    /// use sockeye_proto::{Config, Connection, Message, Role};
+    ///
+    /// let mut conn = Connection::new(Role::Server, Config::default());
+    /// conn.send(Message::text("hello")).unwrap();
+    /// let mut wire = Vec::new();
+    /// conn.poll_transmit(&mut wire);
+    /// conn.release_idle_memory();
+    /// assert_eq!(conn.transmit_len(), 0);
+    /// ```
+    pub fn release_idle_memory(&mut self) {
+        self.out.release_if_empty();
+        // A few slots are kept: freeing them would cost an allocation per
+        // read, for less than they weigh.
+        if self.events.is_empty() && self.events.capacity() > 4 {
+            self.events = VecDeque::new();
+        }
+    }
+
+    /// Bytes allocated for output and events (tests check idle sockets).
+    #[cfg(all(test, feature = "tokio"))]
+    pub(crate) fn buffer_capacity(&self) -> usize {
+        self.out.capacity() + self.events.capacity() * std::mem::size_of::<Message>()
+    }
+
     /// Moves all pending output into `dst`; returns the number of bytes.
     pub fn poll_transmit(&mut self, dst: &mut impl BufMut) -> usize {
         let mut total = 0;

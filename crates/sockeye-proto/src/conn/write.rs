@@ -18,6 +18,8 @@ use crate::mask::apply_mask;
 
 /// Payloads at least this large are queued by reference instead of copied.
 const ZERO_COPY_MIN: usize = 4096;
+/// The tail's first allocation after it was released.
+const TAIL_MIN: usize = 4096;
 
 /// Pending output: frozen chunks in order, then the tail being appended to.
 #[derive(Debug, Default)]
@@ -32,14 +34,19 @@ impl OutBuf {
         self.queued + self.tail.len()
     }
 
+    /// The tail, with room for a burst once it was released: one
+    /// allocation per burst, not one per doubling.
     fn tail(&mut self) -> &mut BytesMut {
+        if self.tail.capacity() == 0 {
+            self.tail.reserve(TAIL_MIN);
+        }
         &mut self.tail
     }
 
     /// Queues `bytes` after everything pending, copying small ones.
     pub(super) fn push_bytes(&mut self, bytes: Bytes) {
         if bytes.len() < ZERO_COPY_MIN {
-            self.tail.extend_from_slice(&bytes);
+            self.tail().extend_from_slice(&bytes);
             return;
         }
         if !self.tail.is_empty() {
@@ -63,6 +70,20 @@ impl OutBuf {
             }
         }
         n
+    }
+
+    #[cfg(all(test, feature = "tokio"))]
+    pub(super) fn capacity(&self) -> usize {
+        self.tail.capacity() + self.queue.capacity() * std::mem::size_of::<Bytes>()
+    }
+
+    /// Frees the allocations of an empty buffer (an idle connection holds
+    /// none).
+    pub(super) fn release_if_empty(&mut self) {
+        if self.len() == 0 {
+            self.queue = VecDeque::new();
+            self.tail = BytesMut::new();
+        }
     }
 
     pub(super) fn advance(&mut self, mut n: usize) {

@@ -126,7 +126,10 @@ impl Acceptor {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let timeout = self.config.handshake_timeout();
-        match tokio::time::timeout(timeout, self.handshake(&mut io)).await {
+        // Boxed: the handshake's state lives on the heap while it runs, so
+        // the caller's task is sized for the socket, not for the handshake.
+        let handshake = Box::pin(self.handshake(&mut io));
+        match tokio::time::timeout(timeout, handshake).await {
             Ok(Ok((conn, accepted, rest))) => {
                 Ok((WebSocket::from_connection(io, conn, rest), accepted))
             }
@@ -223,8 +226,14 @@ where
             let Some((head, len)) = parse(&buf[..end], config)? else {
                 return Err(HandshakeError::MalformedHead("incomplete head").into());
             };
-            let _ = buf.split_to(len);
-            return Ok((head, buf));
+            // The rest is copied out so the head's buffer is freed now,
+            // not held for the connection's life.
+            let rest = if buf.len() > len {
+                BytesMut::from(&buf[len..])
+            } else {
+                BytesMut::new()
+            };
+            return Ok((head, rest));
         }
         // Empty lines before the start line are ignored; drop them now so
         // they are never scanned twice. They still count against the limit.

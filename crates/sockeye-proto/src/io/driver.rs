@@ -6,11 +6,12 @@
 
 use std::future::Future;
 use std::io::IoSlice;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant as TokioInstant, Sleep};
 use tokio_util::io::poll_read_buf;
 
@@ -19,8 +20,11 @@ use crate::conn::Connection;
 use crate::error::Error;
 use crate::message::Message;
 
-/// The smallest read: enough for a burst of small frames.
+/// The smallest read into the heap buffer (a frame is arriving).
 const MIN_READ: usize = 4096;
+/// A read while nothing is buffered goes to the stack first: enough for a
+/// burst of small frames, or the start of a large one.
+const STACK_READ: usize = 8192;
 /// The largest single reservation for a frame still arriving.
 const MAX_READ: usize = 1 << 20;
 /// The most slices handed to one vectored write.
@@ -28,7 +32,7 @@ const MAX_IOVECS: usize = 64;
 
 pub(crate) struct Driver<S> {
     pub(crate) io: S,
-    pub(crate) conn: Connection,
+    pub(crate) conn: Box<Connection>,
     read_buf: BytesMut,
     timer: Option<Pin<Box<Sleep>>>,
     timer_at: Option<std::time::Instant>,
@@ -65,7 +69,7 @@ impl<S> Driver<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    pub(crate) fn new(io: S, conn: Connection, read_buf: BytesMut) -> Self {
+    pub(crate) fn new(io: S, conn: Box<Connection>, read_buf: BytesMut) -> Self {
         Self {
             io,
             conn,
@@ -252,15 +256,35 @@ where
                 return Poll::Pending;
             }
 
-            let want = self.conn.read_hint().clamp(MIN_READ, MAX_READ);
-            if self.read_buf.capacity() - self.read_buf.len() < want {
-                self.read_buf.reserve(want);
-            }
-            match ready!(poll_read_buf(
-                Pin::new(&mut self.io),
-                cx,
-                &mut self.read_buf
-            )) {
+            let read = if self.read_buf.is_empty() {
+                // Nothing partial is buffered: read into the stack, so a
+                // socket waiting for input holds no read buffer.
+                let mut scratch = [MaybeUninit::<u8>::uninit(); STACK_READ];
+                let mut into = ReadBuf::uninit(&mut scratch);
+                match Pin::new(&mut self.io).poll_read(cx, &mut into) {
+                    Poll::Pending => {
+                        self.read_buf = BytesMut::new();
+                        self.conn.release_idle_memory();
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Ok(())) => {
+                        self.read_buf.extend_from_slice(into.filled());
+                        Ok(into.filled().len())
+                    }
+                    Poll::Ready(Err(e)) => Err(e),
+                }
+            } else {
+                let want = self.conn.read_hint().clamp(MIN_READ, MAX_READ);
+                if self.read_buf.capacity() - self.read_buf.len() < want {
+                    self.read_buf.reserve(want);
+                }
+                ready!(poll_read_buf(
+                    Pin::new(&mut self.io),
+                    cx,
+                    &mut self.read_buf
+                ))
+            };
+            match read {
                 Ok(0) => {
                     self.read_eof = true;
                     if let Err(e) = self.conn.handle_eof() {
@@ -294,5 +318,51 @@ where
         if !self.read_buf.is_empty() {
             self.handle_input();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use crate::{Config, Message, Role, WebSocket};
+
+    /// After a burst (small messages and a large one, both ways), a server
+    /// socket waiting for input holds no read or write buffer.
+    #[tokio::test]
+    async fn an_idle_socket_releases_its_buffers() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut server = WebSocket::from_raw_socket(a, Role::Server, Config::default());
+        let mut client = WebSocket::from_raw_socket(b, Role::Client, Config::default());
+        let mut sent = Vec::new();
+        for i in 0..40 {
+            sent.push(Message::text(format!("message {i}")));
+        }
+        sent.push(Message::binary(vec![7u8; 300_000]));
+        for m in &sent {
+            client.send(m.clone()).await.unwrap();
+        }
+        for m in &sent {
+            let got = server.recv().await.unwrap().unwrap();
+            assert_eq!(&got, m);
+            server.send(got).await.unwrap();
+        }
+        for m in &sent {
+            assert_eq!(&client.recv().await.unwrap().unwrap(), m);
+        }
+        // Nothing to read: the server parks, and lets its buffers go.
+        assert!(server.recv().now_or_never().is_none());
+        assert_eq!(server.driver.read_buf.capacity(), 0);
+        assert!(
+            server.driver.conn.buffer_capacity() <= 4 * std::mem::size_of::<Message>(),
+            "{} bytes held",
+            server.driver.conn.buffer_capacity()
+        );
+        // And it still works afterwards.
+        client.send("again").await.unwrap();
+        assert_eq!(
+            server.recv().await.unwrap().unwrap(),
+            Message::text("again")
+        );
     }
 }

@@ -92,9 +92,11 @@ where
 
     /// A connection from a prepared state machine (with its extension), and
     /// the bytes already read from the transport past the handshake, which
-    /// are processed before anything else is read.
-    pub fn from_connection(io: S, conn: Connection, read_buf: BytesMut) -> Self {
-        let mut driver = Driver::new(io, conn, read_buf);
+    /// are processed before anything else is read. The state machine is
+    /// kept boxed (pass a `Box<Connection>` to avoid moving it again), so the
+    /// socket itself stays small inside the task that owns it.
+    pub fn from_connection(io: S, conn: impl Into<Box<Connection>>, read_buf: BytesMut) -> Self {
+        let mut driver = Driver::new(io, conn.into(), read_buf);
         driver.process_initial();
         Self { driver }
     }
