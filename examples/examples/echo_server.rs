@@ -4,14 +4,17 @@
 //!
 //! ```text
 //! cargo run --release --example echo_server -- --addr 127.0.0.1:9001 [--threads N] [--raw]
-//!     [--deflate] [--tls-cert cert.pem --tls-key key.pem]
+//!     [--deflate] [--deflate-takeover] [--tls-cert cert.pem --tls-key key.pem]
 //!     [--allow-origin ORIGIN]... [--bearer TOKEN]
 //! ```
 //! Prints `listening on ADDR` once ready. `--threads 1` runs a current-thread
 //! runtime; otherwise a multi-thread runtime with N workers (default: one per
 //! core). By default it serves through hyper and sockeye-hyper's
 //! `UpgradeService`; `--raw` uses sockeye-proto's own accept path instead.
-//! `--deflate` accepts permessage-deflate offers. With a certificate and key
+//! `--deflate` accepts permessage-deflate offers (sockeye-deflate's
+//! defaults: the server resets its compressor after each message, so none
+//! is held per connection); `--deflate-takeover` does too but keeps one
+//! compressor per connection across messages, as zlib does by default. With a certificate and key
 //! it serves `wss://`. `--allow-origin` (repeatable) refuses upgrades from
 //! other origins with 403 (requests without `Origin` pass); `--bearer`
 //! requires `Authorization: Bearer TOKEN` (401 without, 403 if wrong). Ctrl-C or SIGTERM drains: every open socket gets close
@@ -34,11 +37,12 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceBuilder;
 
 const USAGE: &str = "usage: echo_server [--addr HOST:PORT] [--threads N] [--raw] [--deflate] \
+                     [--deflate-takeover] \
                      [--tls-cert PEM --tls-key PEM] [--allow-origin ORIGIN]... [--bearer TOKEN]";
 
 struct Options {
     raw: bool,
-    deflate: bool,
+    deflate: Option<DeflateConfig>,
     tls: Option<TlsAcceptor>,
     origins: Option<OriginLayer>,
     bearer: Option<Secret>,
@@ -55,7 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "allow-origin",
             "bearer",
         ],
-        &["raw", "deflate"],
+        &["raw", "deflate", "deflate-takeover"],
     );
     let addr = args.value("addr").unwrap_or("127.0.0.1:9001").to_owned();
     let threads = args.parsed("threads", 0usize);
@@ -70,7 +74,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let options = Options {
         raw: args.switch("raw"),
-        deflate: args.switch("deflate"),
+        deflate: if args.switch("deflate-takeover") {
+            Some(DeflateConfig::new().server_no_context_takeover(false))
+        } else {
+            args.switch("deflate").then(DeflateConfig::new)
+        },
         tls,
         origins,
         bearer: args.value("bearer").map(Secret::new),
@@ -96,7 +104,7 @@ async fn serve(addr: String, options: Options) -> std::io::Result<()> {
         "echo server: {scheme}://{}/ ({}{})",
         listener.local_addr()?,
         if options.raw { "raw accept" } else { "hyper" },
-        if options.deflate {
+        if options.deflate.is_some() {
             ", permessage-deflate"
         } else {
             ""
@@ -106,8 +114,8 @@ async fn serve(addr: String, options: Options) -> std::io::Result<()> {
     let tls = options.tls;
     if options.raw {
         let mut acceptor = Acceptor::new().config(config());
-        if options.deflate {
-            acceptor = acceptor.extension(Arc::new(DeflateConfig::new()));
+        if let Some(deflate) = options.deflate {
+            acceptor = acceptor.extension(Arc::new(deflate));
         }
         let (origins, bearer) = (options.origins, options.bearer);
         if origins.is_some() || bearer.is_some() {
@@ -149,11 +157,7 @@ async fn serve(addr: String, options: Options) -> std::io::Result<()> {
     let service = ServiceBuilder::new()
         .option_layer(options.origins)
         .option_layer(auth)
-        .option_layer(
-            options
-                .deflate
-                .then(|| DeflateLayer::new(DeflateConfig::new())),
-        )
+        .option_layer(options.deflate.map(DeflateLayer::new))
         .service(
             UpgradeService::new(echo_hyper)
                 .config(config())

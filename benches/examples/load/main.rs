@@ -125,6 +125,13 @@ const DEFLATE_SERVERS: &[Server] = &[
         ours: true,
     },
     Server {
+        name: "sockeye (raw, context takeover)",
+        program: "echo_server",
+        args: &["--threads", "1", "--raw", "--deflate-takeover"],
+        websocket: true,
+        ours: true,
+    },
+    Server {
         name: "yawc",
         program: "peer_yawc",
         args: &["--deflate"],
