@@ -157,6 +157,56 @@ pub fn text_body(text: &'static str) -> Body {
         .boxed_unsync()
 }
 
+/// An HTML page (`no-cache`, so a rebuilt example serves its new page).
+pub fn html_page(html: &'static str) -> Response<Body> {
+    let mut resp = Response::new(text_body(html));
+    let headers = resp.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    resp
+}
+
+/// 404 with a short body.
+pub fn not_found() -> Response<Body> {
+    let mut resp = Response::new(text_body("not found\n"));
+    *resp.status_mut() = http::StatusCode::NOT_FOUND;
+    resp
+}
+
+/// Serves `service` over HTTP/1 (plain TCP) until Ctrl-C or SIGTERM; then
+/// every session of `hub` (WebSocket or event stream) is closed with 1001,
+/// and the sockets and HTTP connections drain.
+pub async fn serve_hub<S>(
+    listener: TcpListener,
+    drain: &Drain,
+    service: S,
+    hub: &sockeye_pubsub::Hub,
+) -> std::io::Result<()>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let closing = hub.clone();
+    accept_loop_with(
+        listener,
+        drain,
+        hyper_connection(service, None),
+        move || {
+            closing.close_all(sockeye_proto::CloseCode::GOING_AWAY, "server shutting down");
+        },
+    )
+    .await
+}
+
 /// Accepts until Ctrl-C or SIGTERM, handing each connection to `on_conn`,
 /// then drains the sockets and waits (at most [`HTTP_GRACE`]) for the plain
 /// HTTP connections to finish their responses.

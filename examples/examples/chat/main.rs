@@ -27,15 +27,13 @@
 
 use std::time::Duration;
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{Method, Request};
 use hyper::body::Incoming;
 use serde_json::Value;
 use sockeye_auth::{AuthLayer, Credentials, Identity, OriginLayer, OriginPolicy, Rejection};
 use sockeye_deflate::{DeflateConfig, DeflateLayer};
-use sockeye_examples::{Args, accept_loop_with, hyper_connection, runtime, text_body};
+use sockeye_examples::{Args, html_page, not_found, runtime, serve_hub};
 use sockeye_hyper::server::Drain;
-use sockeye_proto::CloseCode;
 use sockeye_pubsub::{Access, Action, Hub, Namespace, RateLimit, RedisBroker, RedisMode};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
@@ -182,21 +180,8 @@ async fn serve(addr: String, options: Options) -> Result<(), Box<dyn std::error:
         async move {
             match (req.method(), req.uri().path()) {
                 (_, "/ws") => socket.oneshot(req).await,
-                (&Method::GET, "/" | "/index.html") => {
-                    let mut resp = Response::new(text_body(PAGE));
-                    let headers = resp.headers_mut();
-                    headers.insert(
-                        CONTENT_TYPE,
-                        HeaderValue::from_static("text/html; charset=utf-8"),
-                    );
-                    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                    Ok(resp)
-                }
-                _ => {
-                    let mut resp = Response::new(text_body("not found\n"));
-                    *resp.status_mut() = StatusCode::NOT_FOUND;
-                    Ok(resp)
-                }
+                (&Method::GET, "/" | "/index.html") => Ok(html_page(PAGE)),
+                _ => Ok(not_found()),
             }
         }
     });
@@ -216,16 +201,7 @@ async fn serve(addr: String, options: Options) -> Result<(), Box<dyn std::error:
             ""
         }
     );
-    let closing = hub.clone();
-    accept_loop_with(
-        listener,
-        &drain,
-        hyper_connection(service, None),
-        move || {
-            closing.close_all(CloseCode::GOING_AWAY, "server shutting down");
-        },
-    )
-    .await?;
+    serve_hub(listener, &drain, service, &hub).await?;
     Ok(())
 }
 

@@ -41,12 +41,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{Method, Request};
 use hyper::body::Incoming;
 use sockeye_auth::{OriginLayer, OriginPolicy};
-use sockeye_examples::{Args, accept_loop, hyper_connection, runtime, text_body};
-use sockeye_hyper::Body;
+use sockeye_examples::{Args, accept_loop, html_page, hyper_connection, not_found, runtime};
 use sockeye_hyper::server::{Drain, Handshake, UpgradeService, WebSocket};
 use sockeye_proto::{CloseCode, Config, Message, PreparedMessage};
 use tokio::net::TcpListener;
@@ -180,7 +178,7 @@ async fn serve(addr: String) -> Result<(), Box<dyn std::error::Error>> {
         async move {
             match (req.method(), req.uri().path()) {
                 (_, "/ws") => socket.oneshot(req).await,
-                (&Method::GET, "/") => Ok(page()),
+                (&Method::GET, "/") => Ok(html_page(PAGE)),
                 _ => Ok(not_found()),
             }
         }
@@ -345,23 +343,6 @@ fn hsl_to_rgb(hue: f32, s: f32, l: f32) -> [u8; 3] {
     };
     let m = l - c / 2.0;
     [r, g, b].map(|v| ((v + m) * 255.0).round().clamp(0.0, 255.0) as u8)
-}
-
-fn page() -> Response<Body> {
-    let mut resp = Response::new(text_body(PAGE));
-    let headers = resp.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    resp
-}
-
-fn not_found() -> Response<Body> {
-    let mut resp = Response::new(text_body("not found\n"));
-    *resp.status_mut() = StatusCode::NOT_FOUND;
-    resp
 }
 
 #[cfg(test)]

@@ -47,17 +47,16 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Method, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use serde_json::{Value, json};
 use sockeye_auth::{AuthLayer, Credentials, Identity, OriginLayer, OriginPolicy, Rejection};
-use sockeye_examples::{Args, accept_loop_with, hyper_connection, runtime, text_body};
+use sockeye_examples::{Args, html_page, not_found, runtime, serve_hub};
 use sockeye_hyper::Body;
 use sockeye_hyper::client::ClientBuilder;
 use sockeye_hyper::server::Drain;
-use sockeye_proto::CloseCode;
 use sockeye_pubsub::client::{Item, PubSubClient};
 use sockeye_pubsub::{Access, Action, Hub, Namespace, SlowConsumer};
 use tokio::net::TcpListener;
@@ -126,7 +125,7 @@ async fn serve(addr: String, devices: usize) -> Result<(), Box<dyn std::error::E
         async move {
             match (req.method(), req.uri().path()) {
                 (_, "/ws") => socket.oneshot(req).await,
-                (&Method::GET, "/") => Ok(page()),
+                (&Method::GET, "/") => Ok(html_page(PAGE)),
                 (&Method::GET, "/devices") => Ok(json_response(device_list)),
                 _ => Ok(not_found()),
             }
@@ -157,16 +156,7 @@ async fn serve(addr: String, devices: usize) -> Result<(), Box<dyn std::error::E
 
     // On Ctrl-C or SIGTERM: every session (WebSocket, or SSE fallback) is
     // closed with 1001, then the sockets drain.
-    let closing = hub.clone();
-    accept_loop_with(
-        listener,
-        &drain,
-        hyper_connection(service, None),
-        move || {
-            closing.close_all(CloseCode::GOING_AWAY, "server shutting down");
-        },
-    )
-    .await?;
+    serve_hub(listener, &drain, service, &hub).await?;
     Ok(())
 }
 
@@ -411,28 +401,11 @@ impl Sim {
 
 // ---- HTTP ----
 
-fn page() -> Response<Body> {
-    let mut resp = Response::new(text_body(PAGE));
-    let headers = resp.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    resp
-}
-
 fn json_response(json: Bytes) -> Response<Body> {
     let body = Full::new(json).map_err(|e| match e {}).boxed_unsync();
     let mut resp = Response::new(body);
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
-}
-
-fn not_found() -> Response<Body> {
-    let mut resp = Response::new(text_body("not found\n"));
-    *resp.status_mut() = StatusCode::NOT_FOUND;
     resp
 }
 

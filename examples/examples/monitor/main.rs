@@ -37,15 +37,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{Method, Request};
 use hyper::body::Incoming;
 use serde_json::json;
 use sockeye_auth::{OriginLayer, OriginPolicy};
-use sockeye_examples::{Args, accept_loop_with, hyper_connection, runtime, text_body};
-use sockeye_hyper::Body;
+use sockeye_examples::{Args, html_page, not_found, runtime, serve_hub};
 use sockeye_hyper::server::Drain;
-use sockeye_proto::CloseCode;
 use sockeye_pubsub::{Hub, Namespace, SlowConsumer};
 use tokio::net::TcpListener;
 use tokio::time::MissedTickBehavior;
@@ -97,7 +94,7 @@ async fn serve(addr: String) -> Result<(), Box<dyn std::error::Error>> {
         async move {
             match (req.method(), req.uri().path()) {
                 (_, "/ws") => socket.oneshot(req).await,
-                (&Method::GET, "/") => Ok(page()),
+                (&Method::GET, "/") => Ok(html_page(PAGE)),
                 _ => Ok(not_found()),
             }
         }
@@ -109,16 +106,7 @@ async fn serve(addr: String) -> Result<(), Box<dyn std::error::Error>> {
     eprintln!("monitor: http://{local}/ (topic {TOPIC}, one sample a second)");
     // On Ctrl-C or SIGTERM: every session (WebSocket, or SSE fallback) is
     // closed with 1001, then the sockets drain.
-    let closing = hub.clone();
-    accept_loop_with(
-        listener,
-        &drain,
-        hyper_connection(service, None),
-        move || {
-            closing.close_all(CloseCode::GOING_AWAY, "server shutting down");
-        },
-    )
-    .await?;
+    serve_hub(listener, &drain, service, &hub).await?;
     Ok(())
 }
 
@@ -254,23 +242,6 @@ fn parse_loadavg(text: &str) -> Option<[f64; 3]> {
 
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
-}
-
-fn page() -> Response<Body> {
-    let mut resp = Response::new(text_body(PAGE));
-    let headers = resp.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    resp
-}
-
-fn not_found() -> Response<Body> {
-    let mut resp = Response::new(text_body("not found\n"));
-    *resp.status_mut() = StatusCode::NOT_FOUND;
-    resp
 }
 
 #[cfg(test)]
