@@ -87,12 +87,17 @@ where
 
     /// Runs one batch of input through the connection: the buffered bytes
     /// handed over at creation are processed before the first read.
+    ///
+    /// No clock is read here, nor in `start_send`: activity only sets the
+    /// timers' flags, and they are armed by the tick before the driver waits
+    /// (`poll_timer`) or flushes. A burst of messages costs one clock read,
+    /// not two per message, and deadlines still count from the end of the
+    /// burst.
     fn handle_input(&mut self) {
         if let Err(e) = self.conn.handle_read(&mut self.read_buf) {
             self.error.get_or_insert(e);
         }
         self.input_pending = self.conn.has_events() && !self.read_buf.is_empty();
-        self.tick();
     }
 
     fn tick(&mut self) {
@@ -163,9 +168,7 @@ where
     }
 
     pub(crate) fn start_send(&mut self, message: Message) -> Result<(), Error> {
-        let r = self.conn.send(message);
-        self.tick();
-        r
+        self.conn.send(message)
     }
 
     /// Sends our close frame (if not yet sent) and writes it out.

@@ -201,9 +201,11 @@ where
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Message, Error>>> {
-        let waker = cx.waker().clone();
-        let mut wcx = Context::from_waker(&waker);
-        self.poll_next_message(cx, &mut wcx)
+        // One waker for both roles, borrowed: no clone per message.
+        let waker = cx.waker();
+        let mut rcx = Context::from_waker(waker);
+        let mut wcx = Context::from_waker(waker);
+        self.poll_next_message(&mut rcx, &mut wcx)
     }
 }
 
