@@ -266,15 +266,17 @@ fn every_member_uses_workspace_lints() {
 #[test]
 fn no_placeholders_in_shipped_code() {
     let root = project_root();
-    let this_file = root.join("xtask/src/tidy.rs");
-    let patterns = ["todo!(", "unimplemented!(", "XXX", "FIXME"];
+    // Spelled in pieces, so this list is not itself a match.
+    let patterns = [
+        concat!("todo", "!("),
+        concat!("unimplemented", "!("),
+        concat!("XX", "X"),
+        concat!("FIX", "ME"),
+    ];
     let mut violations = Vec::new();
     for dir in ["crates", "examples", "xtask"] {
         let skip_tests = |d: &Path| d.file_name().is_some_and(|n| n == "tests");
         for file in rust_files(&root.join(dir), &skip_tests) {
-            if file == this_file {
-                continue;
-            }
             for (n, line) in read(&file).lines().enumerate() {
                 if patterns.iter().any(|p| line.contains(p)) {
                     violations.push(format!("{}:{}: {}", rel(&file), n + 1, line.trim()));
