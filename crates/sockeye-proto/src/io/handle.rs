@@ -33,7 +33,10 @@ pub struct CloseHandle {
 
 #[derive(Debug, Default)]
 pub(crate) struct CloseRequest {
+    /// A close was asked for (stays set).
     requested: AtomicBool,
+    /// A close frame is waiting for the socket to take it.
+    pending: AtomicBool,
     frame: Mutex<Option<CloseFrame>>,
     waker: AtomicWaker,
 }
@@ -56,6 +59,7 @@ impl CloseHandle {
             frame.get_or_insert_with(|| CloseFrame::new(code, reason));
         }
         self.shared.requested.store(true, Ordering::Release);
+        self.shared.pending.store(true, Ordering::Release);
         self.shared.waker.wake();
     }
 
@@ -66,12 +70,20 @@ impl CloseHandle {
 }
 
 impl CloseRequest {
-    /// Registers the polling task and takes a pending request.
-    pub(crate) fn poll_take(&self, cx: &Context<'_>) -> Option<CloseFrame> {
-        self.waker.register(cx.waker());
-        if !self.requested.load(Ordering::Acquire) {
+    /// The close frame, if one was asked for and not taken yet. One atomic
+    /// load when there is none: the socket calls this on every poll.
+    pub(crate) fn take(&self) -> Option<CloseFrame> {
+        if !self.pending.load(Ordering::Acquire) || !self.pending.swap(false, Ordering::AcqRel) {
             return None;
         }
         self.frame.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Registers the task about to wait, so that [`CloseHandle::close`]
+    /// wakes it; returns whether a close arrived before the registration
+    /// (the caller must then take it instead of waiting).
+    pub(crate) fn register(&self, cx: &Context<'_>) -> bool {
+        self.waker.register(cx.waker());
+        self.pending.load(Ordering::Acquire)
     }
 }
