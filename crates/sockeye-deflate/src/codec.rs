@@ -10,6 +10,7 @@ use flate2::{Compress, Decompress, FlushCompress, FlushDecompress, Status};
 use sockeye_proto::frame::{OpCode, Rsv};
 use sockeye_proto::{CapacityError, CloseCode, Error, Extension, ExtensionError, Role};
 
+use crate::oneshot;
 use crate::params::{Agreement, EXTENSION};
 use crate::pool::{Pool, new_compressor, new_decompressor};
 
@@ -130,6 +131,29 @@ pub(crate) fn compress_message(c: &mut Compress, input: &[u8]) -> Result<Vec<u8>
     Ok(out)
 }
 
+/// Compresses one message with an empty history (no context takeover);
+/// `None` when that would not make it smaller, and it goes out as it is.
+///
+/// At level 1, messages up to 64 KiB use the [`oneshot`] encoder, which
+/// starts afresh for free; zlib clears a 128 KiB table per message.
+pub(crate) fn compress_fresh(
+    pool: &Pool,
+    level: u32,
+    bits: u8,
+    input: &[u8],
+) -> Result<Option<Vec<u8>>, Error> {
+    let out = if level == 1 && input.len() <= oneshot::MAX_INPUT {
+        oneshot::compress(input, 1 << bits)
+    } else {
+        let mut c = pool.take_compressor(level, bits);
+        let result = compress_message(&mut c, input);
+        c.reset();
+        pool.put_compressor(level, bits, c);
+        result?
+    };
+    Ok((out.len() < input.len()).then_some(out))
+}
+
 /// Inflates `input` onto `out`, never letting `out` pass `limit`: each step
 /// produces into at most `limit - len + 1` bytes of room, so one byte over
 /// is detected before more is made. The room starts near the expected size
@@ -197,19 +221,17 @@ impl Extension for PerMessageDeflate {
             return Ok(None);
         }
         let bits = self.own_bits();
-        let mut c = match self.compressor.take() {
-            Some(c) => c,
-            None if self.own_resets() => self.pool.take_compressor(self.level, bits),
-            None => new_compressor(self.level, bits),
-        };
-        let result = compress_message(&mut c, payload);
         if self.own_resets() {
-            c.reset();
-            self.pool.put_compressor(self.level, bits, c);
-        } else {
-            self.compressor = Some(c);
+            let compressed = compress_fresh(&self.pool, self.level, bits, payload)?;
+            return Ok(compressed.map(|c| (Rsv::RSV1, Bytes::from(c))));
         }
-        Ok(Some((Rsv::RSV1, Bytes::from(result?))))
+        let c = self
+            .compressor
+            .get_or_insert_with(|| new_compressor(self.level, bits));
+        Ok(Some((
+            Rsv::RSV1,
+            Bytes::from(compress_message(c, payload)?),
+        )))
     }
 
     fn decode(

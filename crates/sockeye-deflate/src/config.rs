@@ -7,7 +7,7 @@ use sockeye_proto::extension::{ClientExtension, Extension, ExtensionItem, Server
 use sockeye_proto::frame::Rsv;
 use sockeye_proto::{HandshakeError, Message, PreparedMessage, Role};
 
-use crate::codec::{PerMessageDeflate, compress_message, shared_key};
+use crate::codec::{PerMessageDeflate, compress_fresh, shared_key};
 use crate::error::Error;
 use crate::params::{Agreement, Params, is_deflate};
 use crate::pool::Pool;
@@ -16,7 +16,7 @@ use crate::pool::Pool;
 ///
 /// | setting | default | meaning |
 /// |---|---|---|
-/// | [`level`](Self::level) | 1 | zlib level 0–9: fast by default |
+/// | [`level`](Self::level) | 1 | level 0–9: fast by default (see below) |
 /// | [`threshold`](Self::threshold) | 256 bytes | smaller messages go out uncompressed |
 /// | [`server_no_context_takeover`](Self::server_no_context_takeover) | on | the server's compressor is reset after each message and pooled: no compressor held per connection, and a message can be compressed once for every subscriber |
 /// | [`client_no_context_takeover`](Self::client_no_context_takeover) | off | ask clients to reset theirs: the server's decompressor is then pooled too |
@@ -30,6 +30,14 @@ use crate::pool::Pool;
 /// compressed message) and no compressor; with both `no_context_takeover`
 /// options, none while idle. Inflation stops at the connection's
 /// message-size limit (close 1009), whatever the compression ratio.
+///
+/// Without context takeover at level 1, messages up to 64 KiB are
+/// compressed by the crate's own one-shot encoder (greedy matches, fixed
+/// Huffman code, as zlib's level 1) with a hash table sized to the message
+/// instead of zlib's 128 KiB one, which would be cleared for every message:
+/// 1 KiB of JSON in 1.8 µs instead of 11 µs. Other levels, larger messages
+/// and context takeover use zlib. A message that compression would not
+/// shrink goes out uncompressed when no context is kept.
 ///
 /// One value serves as the server policy ([`ServerExtension`], the
 /// [`DeflateLayer`](crate::DeflateLayer)) and as the client offer
@@ -250,12 +258,15 @@ impl DeflateConfig {
             return Ok(prepared);
         }
         let bits = self.server_max_window_bits;
-        let mut c = self.pool.take_compressor(self.level, bits);
-        let compressed = compress_message(&mut c, &prepared.payload());
-        c.reset();
-        self.pool.put_compressor(self.level, bits, c);
+        let payload = prepared.payload();
         let key = shared_key(self.level, bits, self.threshold);
-        Ok(prepared.with_encoding(key, Rsv::RSV1, &compressed?))
+        Ok(
+            match compress_fresh(&self.pool, self.level, bits, &payload)? {
+                Some(compressed) => prepared.with_encoding(key, Rsv::RSV1, &compressed),
+                // Compressing would not shrink it: it goes out as it is.
+                None => prepared.with_encoding(key, Rsv::NONE, &payload),
+            },
+        )
     }
 
     #[cfg(test)]

@@ -1,7 +1,8 @@
 //! # sockeye-deflate
 //!
 //! permessage-deflate (RFC 7692) for sockeye: whole-message DEFLATE on
-//! flate2's zlib-rs backend, negotiated in both roles, as a tower layer in
+//! flate2's zlib-rs backend (and, for fresh-history messages at level 1, a
+//! one-shot encoder of its own), negotiated in both roles, as a tower layer in
 //! front of the upgrade and as a plug-in for the raw accept path and the
 //! client.
 //!
@@ -35,6 +36,7 @@ mod codec;
 mod config;
 mod error;
 mod layer;
+mod oneshot;
 mod params;
 mod pool;
 

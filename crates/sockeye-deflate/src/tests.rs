@@ -258,24 +258,41 @@ fn a_final_block_from_the_peer_is_accepted() {
 
 #[test]
 fn without_context_takeover_states_come_from_the_pool() {
-    let config = DeflateConfig::new()
-        .server_no_context_takeover(true)
-        .client_no_context_takeover(true)
-        .threshold(0);
-    let (mut c, mut s) = pair(&config, &config, 1 << 20);
-    for _ in 0..5 {
-        c.send(Message::text(corpus(2000))).unwrap();
-        s.send(Message::text(corpus(2000))).unwrap();
-        let _ = transfer(&mut c, &mut s);
-        let _ = transfer(&mut s, &mut c);
+    for level in [1, 6] {
+        let config = DeflateConfig::new()
+            .level(level)
+            .server_no_context_takeover(true)
+            .client_no_context_takeover(true)
+            .threshold(0);
+        let (mut c, mut s) = pair(&config, &config, 1 << 20);
+        for _ in 0..5 {
+            c.send(Message::text(corpus(2000))).unwrap();
+            s.send(Message::text(corpus(2000))).unwrap();
+            assert_eq!(
+                transfer(&mut c, &mut s).0,
+                vec![Message::text(corpus(2000))]
+            );
+            assert_eq!(
+                transfer(&mut s, &mut c).0,
+                vec![Message::text(corpus(2000))]
+            );
+        }
+        // Between messages both sides hold nothing: the states are idle in
+        // the pool. At level 1 the one-shot encoder needs no zlib state.
+        let (compressors, decompressors) = config.pool().idle();
+        if level == 1 {
+            assert_eq!(compressors, 0, "level 1 compresses without zlib");
+        } else {
+            assert!(
+                (1..=2).contains(&compressors),
+                "{compressors}: reused, not leaked"
+            );
+        }
+        assert!(
+            (1..=2).contains(&decompressors),
+            "{decompressors}: reused, not leaked"
+        );
     }
-    // Between messages both sides hold nothing: the states are idle in the pool.
-    let (compressors, decompressors) = config.pool().idle();
-    assert!(
-        compressors >= 1 && decompressors >= 1,
-        "{compressors} {decompressors}"
-    );
-    assert!(compressors <= 2 && decompressors <= 2, "reused, not leaked");
 }
 
 #[test]
@@ -301,6 +318,41 @@ fn prepared_messages_are_compressed_once_and_decode_on_every_client() {
     let mut wire = Vec::new();
     server.poll_transmit(&mut wire);
     assert_eq!(&wire[..], &prepared.frame()[..]);
+}
+
+#[test]
+fn incompressible_messages_go_out_uncompressed_without_context_takeover() {
+    // Bytes with no repeats: compressed, they would only grow.
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let noise: Vec<u8> = (0..3000)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    let config = DeflateConfig::new().threshold(0);
+    // Sent directly, and prepared once for many connections.
+    let prepared = config.prepare(Message::binary(noise.clone())).unwrap();
+    let (mut client, mut server) = pair(&config, &config, 1 << 20);
+    server.send(Message::binary(noise.clone())).unwrap();
+    server.send_prepared(&prepared).unwrap();
+    let mut wire = Vec::new();
+    server.poll_transmit(&mut wire);
+    let frame_len = 4 + noise.len();
+    assert_eq!(
+        wire.len(),
+        2 * frame_len,
+        "both frames as large as the input"
+    );
+    assert_eq!(wire[0] & 0x40, 0, "RSV1 unset: not compressed");
+    assert_eq!(wire[frame_len] & 0x40, 0, "RSV1 unset: not compressed");
+    let mut buf = BytesMut::from(&wire[..]);
+    client.handle_read(&mut buf).unwrap();
+    client.handle_read(&mut buf).unwrap();
+    assert_eq!(client.poll_event(), Some(Message::binary(noise.clone())));
+    assert_eq!(client.poll_event(), Some(Message::binary(noise)));
 }
 
 // ===== negotiation =====
