@@ -499,8 +499,15 @@ async fn memory_per_connection(target: &Target, pid: u32, n: usize) -> Result<f6
     Ok((after.saturating_sub(base) as f64 * 1024.0) / n as f64)
 }
 
-/// `conns` connections each sending at `rate / conns` messages per second
-/// (paced per millisecond); returns (p50, p99) round-trip times in µs.
+/// `conns` connections sending `rate` messages per second between them;
+/// returns (p50, p99) round-trip times in µs.
+///
+/// Sends are paced to the microsecond by one loop that round-robins over
+/// the connections: message k goes to connection k mod conns at
+/// start + k / rate. Independent clients' sends are spread like that; with
+/// per-connection millisecond timers (tokio's resolution) every connection
+/// sent at the same instant, and the p99 measured how long both processes
+/// took to get through that wave rather than the server's response time.
 async fn latency(
     target: &Target,
     frame: Vec<u8>,
@@ -511,88 +518,75 @@ async fn latency(
 ) -> Result<(f64, f64), BoxError> {
     let samples = Rc::new(RefCell::new(Vec::<u32>::with_capacity(1 << 20)));
     let recording = Rc::new(Cell::new(false));
-    let stop = Rc::new(Cell::new(false));
-    let errors = Rc::new(RefCell::new(Vec::<String>::new()));
-    let per_ms = rate / conns as f64 / 1000.0;
-    let frame = Rc::new(frame);
-    let mut tasks = Vec::new();
+    let mut writers = Vec::with_capacity(conns);
+    let mut readers = Vec::with_capacity(conns);
     for _ in 0..conns {
-        let (target, frame) = (target.clone(), Rc::clone(&frame));
-        let (samples, recording, stop, errors) = (
-            Rc::clone(&samples),
-            Rc::clone(&recording),
-            Rc::clone(&stop),
-            Rc::clone(&errors),
-        );
-        tasks.push(tokio::task::spawn_local(async move {
-            let r: Result<(), BoxError> = async {
-                let (tcp, _) = open(&target).await?;
-                let (mut rd, mut wr) = tcp.into_split();
-                let sent: Rc<RefCell<VecDeque<Instant>>> = Rc::default();
-                let reader_sent = Rc::clone(&sent);
-                let (rs, rr, rstop) =
-                    (Rc::clone(&samples), Rc::clone(&recording), Rc::clone(&stop));
-                let reader = tokio::task::spawn_local(async move {
-                    let mut counter = FrameCounter::default();
-                    let mut buf = vec![0u8; 64 << 10];
-                    while !rstop.get() {
-                        let n = match rd.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        let Ok(got) = counter.feed(&buf[..n]) else {
-                            return;
-                        };
-                        let now = Instant::now();
-                        for _ in 0..got {
-                            if let Some(t) = reader_sent.borrow_mut().pop_front()
-                                && rr.get()
-                            {
-                                rs.borrow_mut().push((now - t).as_micros() as u32);
-                            }
-                        }
-                    }
-                });
-                let mut tick = tokio::time::interval(Duration::from_millis(1));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-                let mut credit = 0.0;
-                let mut out = Vec::new();
-                while !stop.get() {
-                    tick.tick().await;
-                    credit += per_ms;
-                    let n = credit as usize;
-                    credit -= n as f64;
-                    out.clear();
-                    let now = Instant::now();
-                    for _ in 0..n {
-                        out.extend_from_slice(&frame);
-                        sent.borrow_mut().push_back(now);
-                    }
-                    if n > 0 {
-                        wr.write_all(&out).await?;
+        let (tcp, _) = open(target).await?;
+        let (mut rd, wr) = tcp.into_split();
+        let sent: Rc<RefCell<VecDeque<Instant>>> = Rc::default();
+        let reader_sent = Rc::clone(&sent);
+        let (rs, rr) = (Rc::clone(&samples), Rc::clone(&recording));
+        readers.push(tokio::task::spawn_local(async move {
+            let mut counter = FrameCounter::default();
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                let n = match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let Ok(got) = counter.feed(&buf[..n]) else {
+                    return;
+                };
+                let now = Instant::now();
+                for _ in 0..got {
+                    if let Some(t) = reader_sent.borrow_mut().pop_front()
+                        && rr.get()
+                    {
+                        rs.borrow_mut().push((now - t).as_micros() as u32);
                     }
                 }
-                reader.abort();
-                Ok(())
-            }
-            .await;
-            if let Err(e) = r {
-                errors.borrow_mut().push(e.to_string());
             }
         }));
+        writers.push((wr, sent));
     }
-    tokio::time::sleep(warmup).await;
-    recording.set(true);
-    tokio::time::sleep(duration).await;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now();
+    let (record_at, end_at) = (start + warmup, start + warmup + duration);
+    let mut next = start;
+    let mut k = 0usize;
+    let result: Result<(), BoxError> = async {
+        loop {
+            let now = Instant::now();
+            if now >= end_at {
+                return Ok(());
+            }
+            recording.set(now >= record_at);
+            // Everything due by now goes out (a late loop catches up).
+            while next <= now {
+                let (wr, sent) = &mut writers[k % conns];
+                sent.borrow_mut().push_back(Instant::now());
+                let n = match wr.try_write(&frame) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+                    Err(e) => return Err(e.into()),
+                };
+                if n < frame.len() {
+                    wr.write_all(&frame[n..]).await?;
+                }
+                k += 1;
+                next += interval;
+            }
+            // Lets the readers run; the runtime polls for I/O on the way.
+            tokio::task::yield_now().await;
+        }
+    }
+    .await;
     recording.set(false);
-    stop.set(true);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    for t in tasks {
-        t.abort();
+    for r in readers {
+        r.abort();
     }
-    if let Some(e) = errors.borrow().first() {
-        return Err(e.clone().into());
-    }
+    result?;
     let mut s = samples.borrow_mut();
     if s.is_empty() {
         return Err("no latency samples".into());
