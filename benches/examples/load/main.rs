@@ -5,7 +5,7 @@
 //! ```text
 //! cargo xtask bench [--quick]      # builds everything, then runs this
 //! target/release/examples/load [--quick] [--out DIR] [--servers a,b] [--scenarios x,y]
-//!     [--node-modules DIR]
+//!     [--node-modules DIR] [--latency-rate MSGS_PER_SEC]
 //! ```
 //!
 //! Scenarios: 20-byte text and 1 KiB binary with 100 connections and 16
@@ -605,6 +605,9 @@ struct Options {
     node_modules: Option<PathBuf>,
     servers: Option<Vec<String>>,
     scenarios: Option<Vec<String>>,
+    /// The latency scenario's rate (msg/s) instead of half the lowest
+    /// 20-byte peak, so runs with different server sets compare.
+    latency_rate: Option<f64>,
 }
 
 fn parse_options() -> Options {
@@ -621,6 +624,7 @@ fn parse_options() -> Options {
         node_modules: value("--node-modules").map(PathBuf::from),
         servers: list(value("--servers")),
         scenarios: list(value("--scenarios")),
+        latency_rate: value("--latency-rate").and_then(|r| r.parse().ok()),
     }
 }
 
@@ -856,12 +860,17 @@ async fn run(options: &Options) -> Result<String, BoxError> {
         rows.push(row);
     }
 
-    if wants("latency") && !text20_peaks.is_empty() {
-        let rate = 0.5 * text20_peaks.iter().copied().fold(f64::INFINITY, f64::min);
+    let rate = match options.latency_rate {
+        Some(rate) => Some((rate, "as asked")),
+        None if !text20_peaks.is_empty() => Some((
+            0.5 * text20_peaks.iter().copied().fold(f64::INFINITY, f64::min),
+            "half the lowest peak",
+        )),
+        None => None,
+    };
+    if let Some((rate, why)) = rate.filter(|_| wants("latency")) {
         let mut p50 = Row {
-            title: format!(
-                "p50 latency, 20 B at {rate:.0} msg/s (half the lowest peak), 100 conns"
-            ),
+            title: format!("p50 latency, 20 B at {rate:.0} msg/s ({why}), 100 conns"),
             unit: "µs",
             higher_better: false,
             values: Vec::new(),
