@@ -21,6 +21,9 @@ pub(crate) fn run_bench(args: &[String]) -> Result {
             "`taskset` (util-linux) is needed to pin the servers and the load generator".into(),
         );
     }
+    // Two builds: cargo unifies features within one, and a peer (ratchet)
+    // turns on flate2's C zlib, which would then replace the zlib-rs that
+    // sockeye's servers use as shipped.
     run(&mut cargo_cmd([
         "build",
         "--release",
@@ -31,6 +34,11 @@ pub(crate) fn run_bench(args: &[String]) -> Result {
         "echo_server",
         "--example",
         "pubsub_server",
+    ]))?;
+    run(&mut cargo_cmd([
+        "build",
+        "--release",
+        "--locked",
         "-p",
         "sockeye-benches",
         "--examples",

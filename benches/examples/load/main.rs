@@ -220,6 +220,19 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time the process has used (user + system), in seconds. /proc
+/// counts it in clock ticks of 1/100 s on Linux.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 of `rest`.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
 // ===== frames =====
 
 /// A masked client frame carrying `payload` (RSV1 when `compressed`).
@@ -431,12 +444,16 @@ async fn closed_loop(target: Target, frame: Rc<Vec<u8>>, in_flight: usize, share
 struct Throughput {
     msgs_per_sec: f64,
     bytes_per_sec: f64,
+    /// The server's CPU time per message in the window (µs): unlike the
+    /// rate, it does not move when the VM's CPU is taken away for a while.
+    cpu_us_per_msg: Option<f64>,
 }
 
 /// Runs `conns` closed loops for `warmup + duration`; returns the rate in
 /// the measured window.
 async fn throughput(
     target: &Target,
+    server_pid: u32,
     frame: Vec<u8>,
     payload_len: usize,
     conns: usize,
@@ -461,8 +478,10 @@ async fn throughput(
     }
     tokio::time::sleep(warmup).await;
     let (start_count, start) = (shared.delivered.get(), Instant::now());
+    let cpu_start = cpu_seconds(server_pid);
     tokio::time::sleep(duration).await;
     let (end_count, elapsed) = (shared.delivered.get(), start.elapsed());
+    let cpu_end = cpu_seconds(server_pid);
     shared.stop.set(true);
     for t in tasks {
         t.abort();
@@ -470,10 +489,16 @@ async fn throughput(
     if let Some(e) = shared.errors.borrow().first() {
         return Err(format!("{} error(s), first: {e}", shared.errors.borrow().len()).into());
     }
-    let msgs = (end_count - start_count) as f64 / elapsed.as_secs_f64();
+    let delivered = (end_count - start_count) as f64;
+    let msgs = delivered / elapsed.as_secs_f64();
+    let cpu_us_per_msg = match (cpu_start, cpu_end) {
+        (Some(a), Some(b)) if delivered > 0.0 => Some((b - a) * 1e6 / delivered),
+        _ => None,
+    };
     Ok(Throughput {
         msgs_per_sec: msgs,
         bytes_per_sec: msgs * payload_len as f64,
+        cpu_us_per_msg,
     })
 }
 
@@ -772,6 +797,12 @@ async fn run(options: &Options) -> Result<String, BoxError> {
             higher_better: true,
             values: Vec::new(),
         };
+        let mut cpu_row = Row {
+            title: format!("{}: server CPU time per message", sc.title),
+            unit: "µs",
+            higher_better: false,
+            values: Vec::new(),
+        };
         for server in servers {
             let payload = if sc.deflate {
                 deflated(&sc.payload)
@@ -789,6 +820,7 @@ async fn run(options: &Options) -> Result<String, BoxError> {
             eprint!("{:<24} {:<8} ... ", server.name, sc.key);
             let result = throughput(
                 &target,
+                running.child.id(),
                 frame,
                 sc.payload.len(),
                 sc.conns,
@@ -805,21 +837,30 @@ async fn run(options: &Options) -> Result<String, BoxError> {
                     } else {
                         t.msgs_per_sec
                     };
-                    eprintln!("{v:.0} {unit}");
+                    let cpu = t.cpu_us_per_msg;
+                    let cpu_text = cpu.map_or_else(|| "?".to_owned(), |c| format!("{c:.2}"));
+                    eprintln!("{v:.0} {unit}, server CPU {cpu_text} µs/msg");
                     if sc.key == "text20" && server.websocket {
                         text20_peaks.push(t.msgs_per_sec);
                     }
                     row.values
                         .push((server.name, server.ours, Some(v), format!("{v:.0}")));
+                    cpu_row
+                        .values
+                        .push((server.name, server.ours, cpu, cpu_text));
                 }
                 Err(e) => {
                     eprintln!("failed: {e}");
                     row.values
                         .push((server.name, server.ours, None, "failed".to_owned()));
+                    cpu_row
+                        .values
+                        .push((server.name, server.ours, None, "failed".to_owned()));
                 }
             }
         }
         rows.push(row);
+        rows.push(cpu_row);
     }
 
     if wants("memory") {
