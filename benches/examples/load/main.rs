@@ -458,8 +458,7 @@ async fn throughput(
     payload_len: usize,
     conns: usize,
     in_flight: usize,
-    warmup: Duration,
-    duration: Duration,
+    (warmup, duration): (Duration, Duration),
 ) -> Result<Throughput, BoxError> {
     let shared = Rc::new(Shared {
         delivered: Cell::new(0),
@@ -825,8 +824,7 @@ async fn run(options: &Options) -> Result<String, BoxError> {
                 sc.payload.len(),
                 sc.conns,
                 sc.in_flight,
-                warmup,
-                duration,
+                (warmup, duration),
             )
             .await;
             drop(running);
