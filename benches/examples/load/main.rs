@@ -1023,10 +1023,11 @@ fn render(rows: &[Row], quick: bool) -> String {
             };
             let _ = writeln!(out, "| {name} | {shown} | {ratio} |");
         }
+        // A share of the ceiling means something for rates only.
         let ceiling = row
             .values
             .iter()
-            .find(|(n, ..)| *n == "raw TCP echo")
+            .find(|(n, ..)| *n == "raw TCP echo" && row.higher_better)
             .and_then(|(_, _, v, _)| *v);
         if let Some(c) = ceiling {
             for (name, ours, value, _) in &row.values {

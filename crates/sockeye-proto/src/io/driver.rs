@@ -397,9 +397,9 @@ mod tests {
     }
 
     /// A close asked for through a `CloseHandle` wakes the task waiting in
-    /// `recv` (parked on the read) and the task waiting in `send` (parked
-    /// on a peer that reads nothing), although neither registers its waker
-    /// on every poll.
+    /// `recv` (parked on the read) and the task waiting in `feed` (parked
+    /// above the high-water mark on a peer that reads nothing), although
+    /// neither registers its waker on every poll.
     #[tokio::test]
     async fn a_close_handle_wakes_a_parked_reader_and_a_parked_writer() {
         use crate::{CloseCode, Error};
