@@ -27,6 +27,9 @@ const MIN_READ: usize = 4096;
 const STACK_READ: usize = 8192;
 /// The largest single reservation for a frame still arriving.
 const MAX_READ: usize = 1 << 20;
+/// The largest read a burst of small frames grows to (a read that fills its
+/// room doubles the next one; waiting for input resets it).
+const MAX_BURST_READ: usize = 128 << 10;
 /// The most slices handed to one vectored write.
 const MAX_IOVECS: usize = 64;
 
@@ -46,6 +49,9 @@ pub(crate) struct Driver<S> {
     pub(crate) done: bool,
     /// Set once a [`CloseHandle`](super::CloseHandle) was made.
     pub(crate) close_request: Option<std::sync::Arc<CloseRequest>>,
+    /// The room of the next read: it grows while reads come back full, so a
+    /// busy socket takes a backlog in few system calls.
+    read_size: usize,
 }
 
 impl<S> std::fmt::Debug for Driver<S> {
@@ -82,6 +88,7 @@ where
             shut_down: false,
             done: false,
             close_request: None,
+            read_size: STACK_READ,
         }
     }
 
@@ -106,6 +113,14 @@ where
         {
             self.error.get_or_insert(e);
         }
+    }
+
+    /// The socket waits for input with nothing partial buffered: it lets go
+    /// of its buffers, and the next burst starts with a small read again.
+    fn park_read(&mut self) {
+        self.read_buf = BytesMut::new();
+        self.conn.release_idle_memory();
+        self.read_size = STACK_READ;
     }
 
     /// Writes pending output until done or the transport pushes back. `wcx`
@@ -286,33 +301,52 @@ where
                 return Poll::Pending;
             }
 
-            let read = if self.read_buf.is_empty() {
+            let read = if self.read_buf.is_empty() && self.read_size <= STACK_READ {
                 // Nothing partial is buffered: read into the stack, so a
                 // socket waiting for input holds no read buffer.
                 let mut scratch = [MaybeUninit::<u8>::uninit(); STACK_READ];
                 let mut into = ReadBuf::uninit(&mut scratch);
                 match Pin::new(&mut self.io).poll_read(cx, &mut into) {
                     Poll::Pending => {
-                        self.read_buf = BytesMut::new();
-                        self.conn.release_idle_memory();
+                        self.park_read();
                         return Poll::Pending;
                     }
                     Poll::Ready(Ok(())) => {
+                        let n = into.filled().len();
+                        if n == STACK_READ {
+                            // More is probably waiting: read it in one go.
+                            self.read_size = 2 * STACK_READ;
+                        }
                         self.read_buf.extend_from_slice(into.filled());
-                        Ok(into.filled().len())
+                        Ok(n)
                     }
                     Poll::Ready(Err(e)) => Err(e),
                 }
             } else {
-                let want = self.conn.read_hint().clamp(MIN_READ, MAX_READ);
+                let want = self
+                    .conn
+                    .read_hint()
+                    .clamp(MIN_READ, MAX_READ)
+                    .max(self.read_size);
                 if self.read_buf.capacity() - self.read_buf.len() < want {
                     self.read_buf.reserve(want);
                 }
-                ready!(poll_read_buf(
-                    Pin::new(&mut self.io),
-                    cx,
-                    &mut self.read_buf
-                ))
+                let room = self.read_buf.capacity() - self.read_buf.len();
+                match poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf) {
+                    Poll::Pending => {
+                        if self.read_buf.is_empty() {
+                            self.park_read();
+                        }
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        if n == room {
+                            self.read_size = (2 * self.read_size).min(MAX_BURST_READ);
+                        }
+                        Ok(n)
+                    }
+                    Poll::Ready(Err(e)) => Err(e),
+                }
             };
             match read {
                 Ok(0) => {
@@ -451,5 +485,79 @@ mod tests {
             .expect("the writer was woken")
             .unwrap();
         assert!(matches!(err, Error::Closed), "{err:?}");
+    }
+
+    /// A transport that counts the reads made on it.
+    struct CountingReads {
+        inner: tokio::io::DuplexStream,
+        reads: usize,
+    }
+
+    impl tokio::io::AsyncRead for CountingReads {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            self.reads += 1;
+            std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl tokio::io::AsyncWrite for CountingReads {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// A backlog of small frames is taken in reads that double while they
+    /// come back full (8, 16, 32, 64, 128 KiB), not in 8 KiB steps; once
+    /// the socket waits, it holds no buffer and starts small again.
+    #[tokio::test]
+    async fn a_backlog_is_read_in_growing_reads() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut server = WebSocket::from_raw_socket(
+            CountingReads { inner: a, reads: 0 },
+            Role::Server,
+            Config::default(),
+        );
+        let mut client = WebSocket::from_raw_socket(b, Role::Client, Config::default());
+        // 240 frames of 1 KiB: about 250 KiB waiting at once.
+        for i in 0..240u32 {
+            client
+                .feed(Message::binary(vec![i as u8; 1024]))
+                .await
+                .unwrap();
+        }
+        client.flush().await.unwrap();
+        for i in 0..240u32 {
+            let got = server.recv().await.unwrap().unwrap();
+            assert_eq!(got, Message::binary(vec![i as u8; 1024]));
+        }
+        // 8 + 16 + 32 + 64 + 128 KiB covers it: at most 6 reads (without
+        // the growth this took 17).
+        let reads = server.driver.io.reads;
+        assert!(reads <= 6, "{reads} reads");
+        assert!(server.recv().now_or_never().is_none());
+        assert_eq!(server.driver.read_buf.capacity(), 0);
+        assert_eq!(server.driver.read_size, super::STACK_READ);
     }
 }
