@@ -224,7 +224,7 @@ pub(crate) fn compress(input: &[u8], window: usize) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use flate2::{Decompress, FlushDecompress};
 
@@ -250,7 +250,7 @@ mod tests {
     }
 
     /// A deterministic generator, so failures reproduce.
-    fn xorshift(seed: &mut u64) -> u64 {
+    pub(crate) fn xorshift(seed: &mut u64) -> u64 {
         *seed ^= *seed << 13;
         *seed ^= *seed >> 7;
         *seed ^= *seed << 17;

@@ -325,12 +325,7 @@ fn incompressible_messages_go_out_uncompressed_without_context_takeover() {
     // Bytes with no repeats: compressed, they would only grow.
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     let noise: Vec<u8> = (0..3000)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
+        .map(|_| crate::oneshot::tests::xorshift(&mut seed) as u8)
         .collect();
     let config = DeflateConfig::new().threshold(0);
     // Sent directly, and prepared once for many connections.
