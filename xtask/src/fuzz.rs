@@ -1,9 +1,12 @@
 //! `cargo xtask fuzz`: builds every cargo-fuzz target in `fuzz/` and runs each
 //! for a fixed time on its corpus and committed seeds, summarising libFuzzer's stats.
+//! libFuzzer is single-threaded, so targets run side by side, one per core.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::thread;
 
 use crate::util::{Result, cargo_cmd, display_cmd, probe, project_root, rel, run, target_dir};
 
@@ -11,6 +14,8 @@ use crate::util::{Result, cargo_cmd, display_cmd, probe, project_root, rel, run,
 #[derive(Clone, Debug)]
 pub(crate) struct Options {
     pub(crate) secs: u64,
+    /// How many targets run at once (default: one per core).
+    pub(crate) jobs: usize,
     pub(crate) target: Option<String>,
 }
 
@@ -18,26 +23,42 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             secs: 30,
+            jobs: thread::available_parallelism().map_or(1, |n| n.get()),
             target: None,
         }
     }
 }
 
+/// The value of `--name V` or `--name=V`, if `arg` is that option.
+fn option_value<'a>(
+    name: &str,
+    arg: &'a str,
+    rest: &mut impl Iterator<Item = &'a String>,
+) -> Result<Option<&'a str>> {
+    if arg == name {
+        let value = rest.next().ok_or(format!("{name} needs a number"))?;
+        Ok(Some(value.as_str()))
+    } else {
+        Ok(arg.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+    }
+}
+
 impl Options {
-    /// `[--secs N] [TARGET]`
+    /// `[--secs N] [--jobs N] [TARGET]`
     pub(crate) fn parse(args: &[String]) -> Result<Self> {
         let mut opts = Options::default();
         let mut args = args.iter();
         while let Some(arg) = args.next() {
-            let secs = if arg == "--secs" {
-                Some(args.next().ok_or("--secs needs a number")?.as_str())
-            } else {
-                arg.strip_prefix("--secs=")
-            };
-            if let Some(secs) = secs {
+            if let Some(secs) = option_value("--secs", arg, &mut args)? {
                 opts.secs = secs
                     .parse()
                     .map_err(|_| format!("--secs: not a number of seconds: {secs}"))?;
+            } else if let Some(jobs) = option_value("--jobs", arg, &mut args)? {
+                opts.jobs = jobs
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or(format!("--jobs: not a positive number: {jobs}"))?;
             } else if arg.starts_with('-') || opts.target.is_some() {
                 return Err(format!("fuzz: unexpected argument `{arg}`").into());
             } else {
@@ -135,12 +156,27 @@ pub(crate) fn run_fuzz(opts: &Options) -> Result {
 
     let logs = target_dir().join("fuzz-logs");
     fs::create_dir_all(&logs)?;
-    let mut failures = Vec::new();
-    for target in &targets {
-        if let Err(e) = fuzz_one(target, opts.secs, &logs.join(format!("{target}.log"))) {
-            failures.push(format!("{target}: {e}"));
+    // Workers take the next target off the queue until it is empty.
+    let queue = Mutex::new(targets.iter());
+    let failures = Mutex::new(Vec::new());
+    thread::scope(|scope| {
+        for _ in 0..opts.jobs.min(targets.len()) {
+            scope.spawn(|| {
+                loop {
+                    let next = queue.lock().map(|mut q| q.next());
+                    let Ok(Some(target)) = next else { return };
+                    let log = logs.join(format!("{target}.log"));
+                    if let Err(e) = fuzz_one(target, opts.secs, &log)
+                        && let Ok(mut f) = failures.lock()
+                    {
+                        f.push(format!("{target}: {e}"));
+                    }
+                }
+            });
         }
-    }
+    });
+    let mut failures = failures.into_inner().unwrap_or_default();
+    failures.sort();
     if failures.is_empty() {
         Ok(())
     } else {
@@ -186,11 +222,14 @@ fn fuzz_one(target: &str, secs: u64, log_path: &Path) -> Result {
     if status.success() {
         return Ok(());
     }
-    let tail: Vec<&str> = text.lines().rev().take(40).collect();
-    eprintln!("--- last lines of {} ---", rel(log_path));
-    for line in tail.iter().rev() {
-        eprintln!("{line}");
-    }
+    // One write, so a target running beside this one does not interleave.
+    let mut tail: Vec<&str> = text.lines().rev().take(40).collect();
+    tail.reverse();
+    eprintln!(
+        "--- last lines of {} ---\n{}",
+        rel(log_path),
+        tail.join("\n")
+    );
     let artifacts = if stats.artifacts.is_empty() {
         format!("no artifact reported; see {}", rel(log_path))
     } else {
@@ -260,6 +299,12 @@ stat::number_of_executed_units: 77
         assert_eq!(parse(&["--secs=7"]).unwrap().secs, 7);
         assert!(parse(&["--secs", "x"]).is_err());
         assert!(parse(&["a", "b"]).is_err());
-        assert!(parse(&["--jobs", "2"]).is_err());
+        assert!(parse(&["--secs"]).is_err());
+        assert_eq!(parse(&["--jobs", "3"]).unwrap().jobs, 3);
+        assert_eq!(parse(&["--jobs=1", "frame"]).unwrap().jobs, 1);
+        assert!(parse(&["--jobs", "0"]).is_err());
+        assert!(parse(&["--jobsx"]).is_err());
+        assert!(parse(&["--threads", "2"]).is_err());
+        assert!(parse(&[]).unwrap().jobs >= 1);
     }
 }

@@ -25,7 +25,9 @@ commands:
   autobahn [server|client|all] run the Autobahn TestSuite (default: all)
       --cases PATTERN          only run matching cases, e.g. `1.*` or `6.4.3`
       --update-expected        record the results in autobahn/expected-results-*.json
-  fuzz [--secs N] [TARGET]     build and run the cargo-fuzz targets (default: 30 s each, all)
+  fuzz [--secs N] [--jobs N] [TARGET]
+                               build and run the cargo-fuzz targets (default: 30 s each,
+                               all, one at a time per core)
   bench [--quick] [--servers a,b] [--scenarios x,y]
                                the load benchmark against peer crates (results in benches/results/)
       --micro                  the criterion micro-benchmarks instead

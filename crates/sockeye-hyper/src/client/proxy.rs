@@ -341,6 +341,30 @@ mod tests {
         assert!(!p.to_string().contains('u'));
     }
 
+    /// Inputs the `proxy_connect_response` fuzz target once flagged: a 2xx
+    /// head with obs-text in a field value, and one whose status line
+    /// ends in a bare LF before the CRLF that ends the head.
+    #[test]
+    fn connect_response_fuzz_regressions() {
+        let limits = Config::builder().max_header_bytes(4096).build();
+        let mut garbled = b"HTTP/1.0 286\r\n0Y:NNNNNNNNNN".to_vec();
+        garbled.extend_from_slice(&[0x91; 50]);
+        garbled.extend_from_slice(b"\xcb\xcbH\n\n");
+        let lf_then_crlf = b"HTTP/1.1 200 Connection [Established!\n\r\n";
+        // Bytes above 0x7f are obs-text, allowed in a field value (RFC 9110 §5.5).
+        for input in [&garbled[..], &lf_then_crlf[..]] {
+            assert_eq!(Proxy::parse_connect_response(input, &limits), Ok(Some(())));
+            // The tunnel opens on the complete head, never before it.
+            for cut in 0..input.len() {
+                assert_eq!(
+                    Proxy::parse_connect_response(&input[..cut], &limits),
+                    Ok(None),
+                    "prefix of {cut} bytes"
+                );
+            }
+        }
+    }
+
     #[test]
     fn no_proxy_rules() {
         let rules = "localhost, .internal.example, example.org:8443, 10.0.0.0/8, ::1, 192.168.1.5";
