@@ -73,5 +73,36 @@ fn connection(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, header, connection);
+/// One large masked frame arriving in socket-sized pieces, each copied in
+/// (as a read would) and handed to the connection before the next.
+fn large_frame_in_pieces(c: &mut Criterion) {
+    let mut group = c.benchmark_group("large_frame");
+    let len = 1usize << 20;
+    let mut client = Connection::new(Role::Client, Config::default());
+    let _ = client.send(Message::binary(vec![0xA5; len]));
+    let mut wire = Vec::new();
+    client.poll_transmit(&mut wire);
+    group.throughput(Throughput::Bytes(len as u64));
+    for piece in [16usize << 10, 64 << 10] {
+        group.bench_with_input(BenchmarkId::new("read", piece), &wire, |b, wire| {
+            let mut server = Connection::new(Role::Server, Config::default());
+            b.iter(|| {
+                let mut buf = BytesMut::with_capacity(wire.len());
+                let mut n = 0;
+                for chunk in wire.chunks(piece) {
+                    buf.extend_from_slice(chunk);
+                    let _ = server.handle_read(&mut buf);
+                }
+                while let Some(m) = server.poll_event() {
+                    n += m.len();
+                    drop(black_box(m));
+                }
+                n
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, header, connection, large_frame_in_pieces);
 criterion_main!(benches);

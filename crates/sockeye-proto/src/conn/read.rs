@@ -194,9 +194,12 @@ impl Connection {
         }
     }
 
-    /// Unmasks and validates the part of a text payload that has arrived.
+    /// Unmasks the part of a payload that has arrived, while the transport
+    /// has just put it in cache, and validates it if it is plain text (so
+    /// invalid text fails before the rest arrives).
     fn process_partial(&mut self, h: &FrameHeader, buf: &mut BytesMut) -> Result<(), Error> {
-        if !self.is_plain_text(h) {
+        let plain_text = self.is_plain_text(h);
+        if h.mask.is_none() && !plain_text {
             return Ok(());
         }
         let start = self.read.processed;
@@ -206,10 +209,12 @@ impl Connection {
             if let Some(key) = h.mask {
                 apply_mask(chunk, key, start);
             }
-            self.read
-                .utf8
-                .feed(chunk)
-                .map_err(|_| ProtocolViolation::InvalidUtf8)?;
+            if plain_text {
+                self.read
+                    .utf8
+                    .feed(chunk)
+                    .map_err(|_| ProtocolViolation::InvalidUtf8)?;
+            }
             self.read.processed = end;
         }
         Ok(())

@@ -151,16 +151,21 @@ fn fragments_reassemble_with_control_frames_between() {
 
 #[test]
 fn partial_input_is_kept_until_complete() {
-    let bytes = client_frame(true, 0x2, &[7u8; 1000]);
-    let mut s = server();
-    let mut buf = BytesMut::new();
-    for chunk in bytes.chunks(37) {
-        buf.extend_from_slice(chunk);
-        s.handle_read(&mut buf).unwrap();
+    // Each piece is unmasked as it arrives, at its offset in the key.
+    let payload: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut bytes = client_frame(false, 0x2, &payload[..600]);
+    bytes.extend(client_frame(true, 0x0, &payload[600..]));
+    for piece in [1, 3, 37, 1000] {
+        let mut s = server();
+        let mut buf = BytesMut::new();
+        for chunk in bytes.chunks(piece) {
+            buf.extend_from_slice(chunk);
+            s.handle_read(&mut buf).unwrap();
+        }
+        assert_eq!(s.poll_event(), Some(Message::binary(payload.clone())));
+        assert!(buf.is_empty());
+        assert_eq!(s.read_hint(), 0);
     }
-    assert_eq!(s.poll_event(), Some(Message::binary(vec![7u8; 1000])));
-    assert!(buf.is_empty());
-    assert_eq!(s.read_hint(), 0);
 }
 
 #[test]
