@@ -213,7 +213,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if !self.layer.all_requests && !is_upgrade(req.headers()) {
+        if !self.layer.all_requests && !is_upgrade(&req) {
             return future::ResponseFuture::pass(self.inner.call(req));
         }
         // The ready service goes into the future; a fresh clone stays.

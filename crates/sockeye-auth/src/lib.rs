@@ -17,6 +17,11 @@
 //!   (429), trusting `Forwarded`/`X-Forwarded-For` only from configured
 //!   proxies.
 //!
+//! The layers guard both ways of opening a socket: the HTTP/1.1 upgrade
+//! (`Upgrade: websocket`) and HTTP/2's extended CONNECT (RFC 8441; any
+//! HTTP/2 `CONNECT` carrying `Sec-WebSocket-Version`, since `:protocol` is
+//! not among the headers).
+//!
 //! A rejection is an HTTP response, never an `Err`; decisions travel in
 //! `http::Extensions`. The crate depends on `http` and the tower traits, not
 //! on the WebSocket protocol crate.

@@ -313,7 +313,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if !is_upgrade(req.headers()) {
+        if !is_upgrade(&req) {
             return Reject::pass(self.inner.call(req));
         }
         let ip = req

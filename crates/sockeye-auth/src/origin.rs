@@ -425,7 +425,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if !self.layer.all_requests && !is_upgrade(req.headers()) {
+        if !self.layer.all_requests && !is_upgrade(&req) {
             return Reject::pass(self.inner.call(req));
         }
         match self.layer.check(req.headers()) {

@@ -6,13 +6,20 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::header::{HeaderName, HeaderValue, UPGRADE};
-use http::{HeaderMap, Response, StatusCode};
+use http::header::{HeaderName, HeaderValue, SEC_WEBSOCKET_VERSION, UPGRADE};
+use http::{Method, Request, Response, StatusCode, Version};
 
-/// Whether the request asks for a WebSocket upgrade (`Upgrade` lists
-/// `websocket` as a token).
-pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.get_all(UPGRADE).iter().any(|v| {
+/// Whether the request asks for a WebSocket: over HTTP/1.x, `Upgrade` lists
+/// `websocket` as a token; over HTTP/2 (RFC 8441), a `CONNECT` carrying
+/// `Sec-WebSocket-Version`. The `:protocol` pseudo-header is not visible
+/// here, so every such CONNECT is guarded: the upgrade itself then checks
+/// that it asks for `websocket`.
+pub(crate) fn is_upgrade<B>(req: &Request<B>) -> bool {
+    if req.version() >= Version::HTTP_2 {
+        return req.method() == Method::CONNECT
+            && req.headers().contains_key(SEC_WEBSOCKET_VERSION);
+    }
+    req.headers().get_all(UPGRADE).iter().any(|v| {
         v.to_str().is_ok_and(|s| {
             s.split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("websocket"))

@@ -6,10 +6,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use http::header::SEC_WEBSOCKET_EXTENSIONS;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
 use sockeye_proto::Role;
 use sockeye_proto::extension::{AgreedExtension, ExtensionItem};
-use sockeye_proto::handshake::server::is_upgrade_request;
+use sockeye_proto::handshake::server::is_websocket_request;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -99,7 +99,9 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let mut header = None;
-        if is_upgrade_request(req.headers()) {
+        // Over HTTP/2 (RFC 8441) the socket opens with a 2xx, not a 101.
+        let http2 = req.version() >= Version::HTTP_2;
+        if is_websocket_request(req.method(), req.version(), req.headers()) {
             // A malformed header is the upgrade's to reject (400); the
             // layer only declines to negotiate.
             if let Ok(offers) = ExtensionItem::from_headers(req.headers())
@@ -117,6 +119,7 @@ where
         future::ResponseFuture {
             inner: self.inner.call(req),
             header,
+            http2,
         }
     }
 }
@@ -127,12 +130,14 @@ pub mod future {
     use super::*;
 
     pin_project_lite::pin_project! {
-        /// Adds the agreed `Sec-WebSocket-Extensions` to a 101 response.
+        /// Adds the agreed `Sec-WebSocket-Extensions` to the response that
+        /// opens the socket: a 101, or a 2xx over HTTP/2.
         #[derive(Debug)]
         pub struct ResponseFuture<F> {
             #[pin]
             pub(super) inner: F,
             pub(super) header: Option<HeaderValue>,
+            pub(super) http2: bool,
         }
     }
 
@@ -145,9 +150,13 @@ pub mod future {
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
             let this = self.project();
             let mut response = ready!(this.inner.poll(cx))?;
-            if response.status() == StatusCode::SWITCHING_PROTOCOLS
-                && let Some(value) = this.header.take()
-            {
+            let status = response.status();
+            let opened = if *this.http2 {
+                status.is_success()
+            } else {
+                status == StatusCode::SWITCHING_PROTOCOLS
+            };
+            if opened && let Some(value) = this.header.take() {
                 response
                     .headers_mut()
                     .insert(SEC_WEBSOCKET_EXTENSIONS, value);

@@ -14,11 +14,11 @@ use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 use hyper::upgrade::OnUpgrade;
 use sockeye_proto::extension::AgreedExtension;
-use sockeye_proto::handshake::server::{self as handshake, UpgradeRequest};
+use sockeye_proto::handshake::server::UpgradeRequest;
 use sockeye_proto::{Config, Connection, Role};
 
 use crate::error::Error;
-use crate::server::{ServerIo, Upgrader, WebSocket, rejection};
+use crate::server::{ServerIo, Upgrader, WebSocket, rejection, validate};
 
 /// Extracts a WebSocket upgrade request.
 ///
@@ -37,6 +37,18 @@ use crate::server::{ServerIo, Upgrader, WebSocket, rejection};
 /// }
 ///
 /// let app: Router = Router::new().route("/ws", get(ws));
+/// # drop(app);
+/// ```
+///
+/// WebSockets over HTTP/2 (feature `http2`, RFC 8441) arrive as `CONNECT`
+/// requests: route them with `any(ws)` or `get(ws).connect(ws)`, and serve
+/// with hyper's `enable_connect_protocol`.
+///
+/// ```no_run
+/// # use axum::{Router, routing::any, response::Response};
+/// # use sockeye_hyper::axum::WebSocketUpgrade;
+/// # async fn ws(upgrade: WebSocketUpgrade) -> Response { upgrade.on_upgrade(|_| async {}) }
+/// let app: Router = Router::new().route("/ws", any(ws));
 /// # drop(app);
 /// ```
 #[derive(Debug)]
@@ -86,8 +98,13 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
         if upgrader.is_disabled() {
             return Err(WebSocketUpgradeRejection(Error::Disabled));
         }
-        let request =
-            handshake::validate(parts).map_err(|e| WebSocketUpgradeRejection(e.into()))?;
+        let request = validate(
+            &parts.method,
+            parts.version,
+            &parts.headers,
+            &parts.extensions,
+        )
+        .map_err(|e| WebSocketUpgradeRejection(e.into()))?;
         let on_upgrade = parts
             .extensions
             .remove::<OnUpgrade>()
@@ -132,7 +149,7 @@ impl WebSocketUpgrade {
         self.protocol.as_deref()
     }
 
-    /// The 101 response; `callback` runs with the socket once hyper hands
+    /// The 101 response (200 over HTTP/2); `callback` runs with the socket once hyper hands
     /// over the connection.
     pub fn on_upgrade<F, Fut>(self, callback: F) -> Response
     where

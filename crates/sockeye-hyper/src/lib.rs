@@ -14,6 +14,8 @@
 //! - [`axum::WebSocketUpgrade`] (feature `axum`) is the same in axum's shape.
 //! - [`server::Drain`] closes every socket with 1001 (or 1012) on shutdown
 //!   and waits a bounded time for the close handshakes.
+//! - WebSockets over HTTP/2 (feature `http2`, RFC 8441): the same service
+//!   and extractor accept extended CONNECT requests (below).
 //!
 //! Tower layers go in front and decide before the upgrade: each records its
 //! decision in the request's `http::Extensions` (an identity, the agreed
@@ -25,6 +27,34 @@
 //! hyper http1 (with_upgrades) ─► [Origin] ─► [Auth] ─► [Deflate] ─► UpgradeService ─► handler(ws, handshake)
 //!                                 403          401/403   agreement    400/405/426/431/503
 //! ```
+//!
+//! ## WebSockets over HTTP/2
+//!
+//! With feature `http2`, [`server::UpgradeService`], [`server::upgrade`] and
+//! the axum extractor also accept RFC 8441's extended CONNECT
+//! (`:protocol websocket`, answered by 200 with no `Sec-WebSocket-Accept`):
+//! the HTTP/2 stream carries the frames, and many sockets share one
+//! connection. The layers guard these requests as they guard HTTP/1.1
+//! upgrades. Turn the setting on in hyper's HTTP/2 server:
+//!
+//! ```no_run
+//! # #[cfg(feature = "http2")]
+//! # async fn serve(tcp: tokio::net::TcpStream) {
+//! use hyper_util::rt::{TokioExecutor, TokioIo};
+//! use hyper_util::server::conn::auto::Builder;
+//! use hyper_util::service::TowerToHyperService;
+//! use sockeye_hyper::server::{Handshake, UpgradeService, WebSocket};
+//!
+//! let service = UpgradeService::new(|_ws: WebSocket, _hs: Handshake| async {});
+//! let mut builder = Builder::new(TokioExecutor::new());
+//! builder.http2().enable_connect_protocol(); // SETTINGS_ENABLE_CONNECT_PROTOCOL
+//! let _ = builder
+//!     .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(service))
+//!     .await;
+//! # }
+//! ```
+//!
+//! The client side of RFC 8441 is not built in: [`client`] speaks HTTP/1.1.
 //!
 //! Server sockets keep dead peers in check by default: a ping after 30 s of
 //! silence, close 1011 if 30 s more pass without an answer

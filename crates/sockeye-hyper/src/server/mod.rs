@@ -14,10 +14,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderValue, Request, Response, StatusCode, request};
+use http::{
+    Extensions, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, request,
+};
 use hyper::upgrade::OnUpgrade;
+use sockeye_proto::HandshakeError;
 use sockeye_proto::extension::AgreedExtension;
-use sockeye_proto::handshake::server as handshake;
+use sockeye_proto::handshake::server::{self as handshake, UpgradeRequest};
 use sockeye_proto::{Config, Connection, Role};
 
 use crate::body::{self, Body};
@@ -32,9 +35,10 @@ pub use self::service::{Handler, RequireUpgrade, ResponseFuture, UpgradeService}
 /// A server-side WebSocket over an upgraded hyper connection.
 pub type WebSocket = sockeye_proto::WebSocket<ServerIo>;
 
-/// Upgrades a request with the default [`Upgrader`]: returns the 101 to
-/// send and a future of the socket, which completes once hyper hands over
-/// the connection (after the 101 is written).
+/// Upgrades a request with the default [`Upgrader`]: returns the response
+/// to send (101, or 200 for an HTTP/2 extended CONNECT) and a future of the
+/// socket, which completes once hyper hands over the connection (after the
+/// response is written).
 ///
 /// ```
 /// use http_body_util::Full;
@@ -145,7 +149,7 @@ impl Upgrader {
         if self.disabled {
             return Err(Error::Disabled);
         }
-        let validated = handshake::validate_request(req)?;
+        let validated = validate(req.method(), req.version(), req.headers(), req.extensions())?;
         if req.extensions().get::<OnUpgrade>().is_none() {
             return Err(Error::NotUpgradable);
         }
@@ -167,6 +171,31 @@ impl Upgrader {
         };
         Ok((response, upgrading))
     }
+}
+
+/// Validates either handshake: the HTTP/1.1 upgrade, or HTTP/2's extended
+/// CONNECT (RFC 8441), whose `:protocol` hyper keeps in the request's
+/// extensions. Without feature `http2` hyper serves no HTTP/2, and an
+/// HTTP/2 request (from elsewhere) fails for want of `:protocol`.
+pub(crate) fn validate(
+    method: &Method,
+    version: Version,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+) -> Result<UpgradeRequest, HandshakeError> {
+    if version < Version::HTTP_2 {
+        return handshake::validate_head(method, version, headers);
+    }
+    #[cfg(feature = "http2")]
+    let protocol = extensions
+        .get::<hyper::ext::Protocol>()
+        .map(hyper::ext::Protocol::as_str);
+    #[cfg(not(feature = "http2"))]
+    let protocol = {
+        let _ = extensions;
+        None
+    };
+    handshake::validate_extended_connect(method, version, headers, protocol)
 }
 
 /// The HTTP response for a failed upgrade: the handshake's own status (400,

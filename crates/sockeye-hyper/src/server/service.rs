@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use sockeye_proto::Config;
-use sockeye_proto::handshake::server::is_upgrade_request;
+use sockeye_proto::handshake::server::is_websocket_request;
 use tower_service::Service;
 
 use super::{Drain, Handshake, SharedUpgrader, Upgrader, WebSocket, draining, rejection};
@@ -44,7 +44,9 @@ where
 
 /// A tower `Service<Request<B>>` that upgrades WebSocket requests.
 ///
-/// - A WebSocket request is validated ([`Upgrader`]): on success the 101 is
+/// - A WebSocket request (an HTTP/1.1 upgrade, or with feature `http2` an
+///   HTTP/2 extended CONNECT) is validated ([`Upgrader`]): on success the
+///   101 (200 over HTTP/2) is
 ///   returned and, once hyper hands over the connection, the handler runs in
 ///   a new task with the socket; otherwise the right status (400, 405, 426,
 ///   431, 503 when disabled or draining) with a short body.
@@ -197,7 +199,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if !is_upgrade_request(req.headers()) {
+        if !is_websocket_request(req.method(), req.version(), req.headers()) {
             return ResponseFuture::fallback(self.fallback.call(req));
         }
         if self.drain.as_ref().is_some_and(Drain::is_draining) {
