@@ -1,8 +1,10 @@
 //! WebSockets over HTTP/2 (RFC 8441) on real sockets: hyper-util's auto
 //! server with `enable_connect_protocol` in front of `UpgradeService`, and
 //! hyper's HTTP/2 client sending extended CONNECT requests (h2c, prior
-//! knowledge). Several sockets share one connection; the layers guard
-//! these requests as they guard HTTP/1.1 upgrades.
+//! knowledge), built here by hand for the server tests and by
+//! `ClientBuilder::connect_on` for the client's. Several sockets share one
+//! connection; the layers guard these requests as they guard HTTP/1.1
+//! upgrades.
 #![cfg(feature = "http2")]
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -23,8 +25,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use sockeye_auth::{OriginLayer, OriginPolicy};
 use sockeye_deflate::{DeflateConfig, DeflateLayer};
+use sockeye_hyper::client::ClientBuilder;
 use sockeye_hyper::server::UpgradeService;
-use sockeye_hyper::{Body, Message};
+use sockeye_hyper::{Body, Error, Message};
 use sockeye_proto::extension::ExtensionItem;
 use sockeye_proto::{CloseCode, Config, Role, WebSocket};
 use tokio::net::{TcpListener, TcpStream};
@@ -366,4 +369,93 @@ async fn the_axum_extractor_accepts_extended_connect() {
         socket.next().await.unwrap().unwrap(),
         Message::text("from axum")
     );
+}
+
+#[tokio::test]
+async fn the_client_opens_sockets_on_one_connection() {
+    let service = ServiceBuilder::new()
+        .layer(DeflateLayer::new(DeflateConfig::new()))
+        .service(echo_service());
+    let addr = serve_auto(service).await;
+    let mut sender = h2_client(addr).await;
+    let builder = ClientBuilder::new(format!("ws://{addr}/ws"))
+        .protocols(["x", "chat.v1"])
+        .header("origin", format!("http://{addr}"));
+    let (mut plain, head) = builder.connect_on(&mut sender).await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(head.headers()["sec-websocket-protocol"], "chat.v1");
+    // With permessage-deflate offered and agreed on a second stream.
+    let (mut deflated, head) = builder
+        .clone()
+        .deflate(DeflateConfig::new())
+        .connect_on(&mut sender)
+        .await
+        .unwrap();
+    assert!(
+        head.headers()["sec-websocket-extensions"]
+            .to_str()
+            .unwrap()
+            .starts_with("permessage-deflate")
+    );
+    let json = "{\"n\":[1,2,3]}".repeat(300);
+    plain.send(Message::text("plain")).await.unwrap();
+    deflated.send(Message::text(json.clone())).await.unwrap();
+    assert_eq!(plain.next().await.unwrap().unwrap(), Message::text("plain"));
+    assert_eq!(deflated.next().await.unwrap().unwrap(), Message::text(json));
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        deflated.close(CloseCode::NORMAL, ""),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    plain.send(Message::text("after")).await.unwrap();
+    assert_eq!(plain.next().await.unwrap().unwrap(), Message::text("after"));
+}
+
+#[tokio::test]
+async fn the_client_reports_refusals() {
+    let addr = serve_auto(echo_service()).await;
+    let mut sender = h2_client(addr).await;
+    // The server offers no subprotocol the client asked for: the socket
+    // still opens, without one.
+    let builder = ClientBuilder::new(format!("ws://{addr}/ws")).protocol("other");
+    let (_, head) = builder.connect_on(&mut sender).await.unwrap();
+    assert!(!head.headers().contains_key("sec-websocket-protocol"));
+    // Switched off: fails before sending anything.
+    let off = ClientBuilder::new(format!("ws://{addr}/ws")).disabled(Some(true));
+    assert!(matches!(
+        off.connect_on(&mut sender).await,
+        Err(Error::Disabled)
+    ));
+
+    // A server that refuses (here: WebSockets disabled on it) -> its status.
+    let refusing = serve_auto(echo_service().disabled(Some(true))).await;
+    let mut sender = h2_client(refusing).await;
+    let err = ClientBuilder::new(format!("ws://{refusing}/ws"))
+        .connect_on(&mut sender)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("503"), "{err}");
+
+    // A server without extended CONNECT: hyper will not send the request.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain_h2 = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let svc = TowerToHyperService::new(echo_service());
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc),
+            );
+        }
+    });
+    let mut sender = h2_client(plain_h2).await;
+    let err = ClientBuilder::new(format!("ws://{plain_h2}/ws"))
+        .connect_on(&mut sender)
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::Hyper(_)), "{err:?}");
 }

@@ -1,6 +1,8 @@
 //! The client: `ws://` and `wss://`, through HTTP CONNECT proxies, with a
 //! reconnecting connector.
 
+#[cfg(feature = "http2")]
+mod http2;
 mod io;
 mod proxy;
 mod reconnect;
@@ -19,6 +21,8 @@ use tokio::net::TcpStream;
 use crate::disable;
 use crate::error::Error;
 
+#[cfg(feature = "http2")]
+pub use self::http2::Http2WebSocket;
 pub use self::io::ClientIo;
 pub use self::proxy::{ConnectResponse, Proxy};
 pub use self::reconnect::{Backoff, Reconnect, ReconnectEvent, ReconnectingSocket, StopHandle};
@@ -259,6 +263,13 @@ impl ClientBuilder {
             .await
             .map_err(|_| Error::ConnectTimeout)??;
 
+        let (ws, response) =
+            client_handshake(io, self.client_request(), self.config.clone()).await?;
+        Ok((ws, response))
+    }
+
+    /// The handshake request: URL, subprotocols, headers, extension offers.
+    fn client_request(&self) -> ClientRequest {
         let mut request =
             ClientRequest::new(self.url.as_str()).protocols(self.protocols.iter().cloned());
         for (name, value) in &self.headers {
@@ -267,8 +278,7 @@ impl ClientBuilder {
         if let Some(ext) = &self.extension {
             request = request.negotiate(Arc::clone(ext));
         }
-        let (ws, response) = client_handshake(io, request, self.config.clone()).await?;
-        Ok((ws, response))
+        request
     }
 
     /// TCP (through the proxy if any), then TLS for `wss://`.

@@ -1,10 +1,12 @@
-//! Client side: build the upgrade request, verify the server's 101.
+//! Client side: build the upgrade request, verify the server's 101 (or, for
+//! HTTP/2's extended CONNECT of RFC 8441, its 200).
 
 use http::header::{
     CONNECTION, HOST, HeaderName, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS,
     SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
-use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri, response};
+use http::uri::Scheme;
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version, response};
 
 use super::{accept_key, generate_key, has_token};
 use std::sync::Arc;
@@ -40,7 +42,8 @@ pub struct ClientRequest {
 /// What the client must remember to verify the response, and where to connect.
 #[derive(Clone, Debug)]
 pub struct ClientHandshake {
-    accept: String,
+    /// The expected `Sec-WebSocket-Accept`; `None` for an extended CONNECT.
+    accept: Option<String>,
     protocols: Vec<String>,
     extensions: Vec<ExtensionItem>,
     negotiator: Option<Arc<dyn ClientExtension>>,
@@ -116,6 +119,41 @@ impl ClientRequest {
 
     /// The request head and the state needed to verify the response.
     pub fn build(self) -> Result<(Request<()>, ClientHandshake), HandshakeError> {
+        self.build_for(Version::HTTP_11)
+    }
+
+    /// The request for an HTTP/2 connection (RFC 8441 §5): `CONNECT` to the
+    /// absolute URI (scheme `http`/`https`, which HTTP/2 sends as
+    /// `:scheme`, `:authority` and `:path`), `Sec-WebSocket-Version: 13`, the
+    /// offers and the user's headers, and no key, `Host`, `Upgrade` or
+    /// `Connection`. The HTTP/2 client must add the `:protocol`
+    /// pseudo-header `websocket` (with hyper: the `hyper::ext::Protocol`
+    /// request extension), and the server must have announced
+    /// SETTINGS_ENABLE_CONNECT_PROTOCOL.
+    ///
+    /// ```
+    /// use sockeye_proto::handshake::client::ClientRequest;
+    /// let (req, handshake) = ClientRequest::new("wss://example.com/chat")
+    ///     .protocol("v1.chat")
+    ///     .build_extended_connect()
+    ///     .unwrap();
+    /// assert_eq!(req.method(), http::Method::CONNECT);
+    /// assert_eq!(req.version(), http::Version::HTTP_2);
+    /// assert_eq!(req.uri(), "https://example.com/chat");
+    /// assert!(!req.headers().contains_key("sec-websocket-key"));
+    /// let ok = http::Response::builder()
+    ///     .status(200)
+    ///     .header("sec-websocket-protocol", "v1.chat")
+    ///     .body(())
+    ///     .unwrap();
+    /// let negotiated = handshake.verify(&ok.into_parts().0).unwrap();
+    /// assert_eq!(negotiated.protocol.as_deref(), Some("v1.chat"));
+    /// ```
+    pub fn build_extended_connect(self) -> Result<(Request<()>, ClientHandshake), HandshakeError> {
+        self.build_for(Version::HTTP_2)
+    }
+
+    fn build_for(self, version: Version) -> Result<(Request<()>, ClientHandshake), HandshakeError> {
         let uri = self.uri?;
         let tls = match uri.scheme_str() {
             Some("ws" | "http") => false,
@@ -135,13 +173,30 @@ impl ClientRequest {
         let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
 
-        let key = generate_key();
-        let mut builder = Request::get(target)
-            .header(HOST, authority.as_str())
-            .header(UPGRADE, "websocket")
-            .header(CONNECTION, "Upgrade")
-            .header(SEC_WEBSOCKET_VERSION, "13")
-            .header(SEC_WEBSOCKET_KEY, key.as_str());
+        let (mut builder, accept) = if version >= Version::HTTP_2 {
+            let scheme = if tls { Scheme::HTTPS } else { Scheme::HTTP };
+            let absolute = Uri::builder()
+                .scheme(scheme)
+                .authority(authority.clone())
+                .path_and_query(target)
+                .build()
+                .map_err(|_| HandshakeError::InvalidUri("cannot build a request"))?;
+            let builder = Request::builder()
+                .method(Method::CONNECT)
+                .version(version)
+                .uri(absolute)
+                .header(SEC_WEBSOCKET_VERSION, "13");
+            (builder, None)
+        } else {
+            let key = generate_key();
+            let builder = Request::get(target)
+                .header(HOST, authority.as_str())
+                .header(UPGRADE, "websocket")
+                .header(CONNECTION, "Upgrade")
+                .header(SEC_WEBSOCKET_VERSION, "13")
+                .header(SEC_WEBSOCKET_KEY, key.as_str());
+            (builder, Some(accept_key(key.as_bytes())))
+        };
         if !self.protocols.is_empty() {
             if self.protocols.iter().any(|p| !is_token(p)) {
                 return Err(HandshakeError::InvalidHeader("Sec-WebSocket-Protocol"));
@@ -163,7 +218,7 @@ impl ClientRequest {
             req.headers_mut().append(name, value);
         }
         let handshake = ClientHandshake {
-            accept: accept_key(key.as_bytes()),
+            accept,
             protocols: self.protocols,
             extensions: self.extensions,
             negotiator: self.negotiator,
@@ -196,21 +251,30 @@ impl ClientHandshake {
 
     /// Verifies the server's response head (RFC 6455 §4.1): status 101,
     /// `Upgrade: websocket`, `Connection: upgrade`, the accept hash, and no
-    /// subprotocol or extension that was not offered.
+    /// subprotocol or extension that was not offered. For an extended
+    /// CONNECT (RFC 8441 §5): a 2xx status and the same offer checks.
     pub fn verify(&self, resp: &response::Parts) -> Result<Negotiated, HandshakeError> {
-        if resp.status != StatusCode::SWITCHING_PROTOCOLS {
-            return Err(HandshakeError::UnexpectedStatus(resp.status));
-        }
         let h = &resp.headers;
-        if !has_token(h, &UPGRADE, "Upgrade", "websocket")?
-            || !has_token(h, &CONNECTION, "Connection", "upgrade")?
-        {
-            return Err(HandshakeError::MissingUpgrade);
-        }
-        let mut accepts = h.get_all(SEC_WEBSOCKET_ACCEPT).iter();
-        match (accepts.next(), accepts.next()) {
-            (Some(v), None) if v.as_bytes().trim_ascii() == self.accept.as_bytes() => {}
-            _ => return Err(HandshakeError::InvalidAccept),
+        match &self.accept {
+            None if !resp.status.is_success() => {
+                return Err(HandshakeError::UnexpectedStatus(resp.status));
+            }
+            None => {}
+            Some(_) if resp.status != StatusCode::SWITCHING_PROTOCOLS => {
+                return Err(HandshakeError::UnexpectedStatus(resp.status));
+            }
+            Some(expected) => {
+                if !has_token(h, &UPGRADE, "Upgrade", "websocket")?
+                    || !has_token(h, &CONNECTION, "Connection", "upgrade")?
+                {
+                    return Err(HandshakeError::MissingUpgrade);
+                }
+                let mut accepts = h.get_all(SEC_WEBSOCKET_ACCEPT).iter();
+                match (accepts.next(), accepts.next()) {
+                    (Some(v), None) if v.as_bytes().trim_ascii() == expected.as_bytes() => {}
+                    _ => return Err(HandshakeError::InvalidAccept),
+                }
+            }
         }
         let protocol = selected_protocol(h)?;
         if let Some(p) = &protocol
@@ -354,5 +418,78 @@ mod tests {
                 .build()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn extended_connect_request_and_its_verification() {
+        let (req, hs) = ClientRequest::new("ws://h:8080/chat?x=1")
+            .protocols(["a", "b"])
+            .extension(ExtensionItem::new("permessage-deflate"))
+            .header("origin", "http://h:8080")
+            .build_extended_connect()
+            .unwrap();
+        assert_eq!(req.method(), Method::CONNECT);
+        assert_eq!(req.version(), Version::HTTP_2);
+        assert_eq!(req.uri(), "http://h:8080/chat?x=1");
+        assert_eq!(req.headers()[SEC_WEBSOCKET_VERSION], "13");
+        assert_eq!(req.headers()[SEC_WEBSOCKET_PROTOCOL], "a, b");
+        assert_eq!(
+            req.headers()[SEC_WEBSOCKET_EXTENSIONS],
+            "permessage-deflate"
+        );
+        assert_eq!(req.headers()["origin"], "http://h:8080");
+        for name in [HOST, UPGRADE, CONNECTION, SEC_WEBSOCKET_KEY] {
+            assert!(!req.headers().contains_key(&name), "{name}");
+        }
+        assert_eq!((hs.host(), hs.port(), hs.is_tls()), ("h", 8080, false));
+        // The server side accepts it, and its answer verifies.
+        let up = crate::handshake::server::validate_extended_connect(
+            req.method(),
+            req.version(),
+            req.headers(),
+            Some("websocket"),
+        )
+        .unwrap();
+        let answer = up.response(up.select_protocol(["b"]), None);
+        assert_eq!(
+            hs.verify(&answer.into_parts().0)
+                .unwrap()
+                .protocol
+                .as_deref(),
+            Some("b")
+        );
+
+        let resp = |status: u16, headers: &[(&str, &str)]| {
+            let mut b = http::Response::builder().status(status);
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        let ok = hs
+            .verify(&resp(200, &[("sec-websocket-protocol", "b")]))
+            .unwrap();
+        assert_eq!(ok.protocol.as_deref(), Some("b"));
+        // A 101 does not open a stream; refusals keep their status.
+        for status in [101, 403, 426] {
+            assert_eq!(
+                hs.verify(&resp(status, &[])),
+                Err(HandshakeError::UnexpectedStatus(
+                    StatusCode::from_u16(status).unwrap()
+                ))
+            );
+        }
+        assert_eq!(
+            hs.verify(&resp(200, &[("sec-websocket-protocol", "z")])),
+            Err(HandshakeError::UnofferedProtocol)
+        );
+        assert_eq!(
+            hs.verify(&resp(200, &[("sec-websocket-extensions", "x-other")])),
+            Err(HandshakeError::UnofferedExtension)
+        );
+        let (req, _) = ClientRequest::new("wss://h/")
+            .build_extended_connect()
+            .unwrap();
+        assert_eq!(req.uri(), "https://h/");
     }
 }
