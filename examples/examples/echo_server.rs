@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release --example echo_server -- --addr 127.0.0.1:9001 [--threads N] [--raw]
 //!     [--deflate] [--deflate-takeover] [--tls-cert cert.pem --tls-key key.pem]
-//!     [--allow-origin ORIGIN]... [--bearer TOKEN]
+//!     [--allow-origin ORIGIN]... [--bearer TOKEN] [--http2]
 //! ```
 //! Prints `listening on ADDR` once ready. `--threads 1` runs a current-thread
 //! runtime; otherwise a multi-thread runtime with N workers (default: one per
@@ -17,7 +17,10 @@
 //! compressor per connection across messages, as zlib does by default. With a certificate and key
 //! it serves `wss://`. `--allow-origin` (repeatable) refuses upgrades from
 //! other origins with 403 (requests without `Origin` pass); `--bearer`
-//! requires `Authorization: Bearer TOKEN` (401 without, 403 if wrong). Ctrl-C or SIGTERM drains: every open socket gets close
+//! requires `Authorization: Bearer TOKEN` (401 without, 403 if wrong).
+//! `--http2` serves HTTP/2 beside HTTP/1.1 (h2c by prior knowledge; `h2`
+//! by ALPN with TLS) and accepts WebSockets over it (RFC 8441 extended
+//! CONNECT). Ctrl-C or SIGTERM drains: every open socket gets close
 //! 1001, then the process exits.
 
 use std::sync::Arc;
@@ -28,7 +31,9 @@ use sockeye_auth::{
     AuthLayer, Credentials, Identity, OriginLayer, OriginPolicy, Rejection, Secret,
 };
 use sockeye_deflate::{DeflateConfig, DeflateLayer};
-use sockeye_examples::{Args, accept_loop, hyper_connection, runtime, tls_acceptor};
+use sockeye_examples::{
+    Args, HttpVersions, accept_loop, hyper_connection_with, runtime, tls_acceptor,
+};
 use sockeye_hyper::server::{Drain, Handshake, UpgradeService, WebSocket};
 use sockeye_proto::{Acceptor, Config, Message};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -38,10 +43,12 @@ use tower::ServiceBuilder;
 
 const USAGE: &str = "usage: echo_server [--addr HOST:PORT] [--threads N] [--raw] [--deflate] \
                      [--deflate-takeover] \
-                     [--tls-cert PEM --tls-key PEM] [--allow-origin ORIGIN]... [--bearer TOKEN]";
+                     [--tls-cert PEM --tls-key PEM] [--allow-origin ORIGIN]... [--bearer TOKEN] \
+                     [--http2]";
 
 struct Options {
     raw: bool,
+    versions: HttpVersions,
     deflate: Option<DeflateConfig>,
     tls: Option<TlsAcceptor>,
     origins: Option<OriginLayer>,
@@ -59,12 +66,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "allow-origin",
             "bearer",
         ],
-        &["raw", "deflate", "deflate-takeover"],
+        &["raw", "deflate", "deflate-takeover", "http2"],
     );
+    let versions = if args.switch("http2") {
+        HttpVersions::Http1And2
+    } else {
+        HttpVersions::Http1
+    };
     let addr = args.value("addr").unwrap_or("127.0.0.1:9001").to_owned();
     let threads = args.parsed("threads", 0usize);
     let tls = match (args.value("tls-cert"), args.value("tls-key")) {
-        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key, versions)?),
         (None, None) => None,
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
@@ -72,8 +84,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         [] => None,
         list => Some(OriginLayer::new(OriginPolicy::list(list)?)),
     };
+    if versions == HttpVersions::Http1And2 && args.switch("raw") {
+        return Err("--http2 serves through hyper; the raw accept path is HTTP/1.1 only".into());
+    }
     let options = Options {
         raw: args.switch("raw"),
+        versions,
         deflate: if args.switch("deflate-takeover") {
             Some(DeflateConfig::new().server_no_context_takeover(false))
         } else {
@@ -103,7 +119,11 @@ async fn serve(addr: String, options: Options) -> std::io::Result<()> {
     eprintln!(
         "echo server: {scheme}://{}/ ({}{})",
         listener.local_addr()?,
-        if options.raw { "raw accept" } else { "hyper" },
+        match (options.raw, options.versions) {
+            (true, _) => "raw accept",
+            (false, HttpVersions::Http1) => "hyper",
+            (false, HttpVersions::Http1And2) => "hyper, HTTP/1.1 and HTTP/2",
+        },
         if options.deflate.is_some() {
             ", permessage-deflate"
         } else {
@@ -163,7 +183,12 @@ async fn serve(addr: String, options: Options) -> std::io::Result<()> {
                 .config(config())
                 .drain(&drain),
         );
-    accept_loop(listener, &drain, hyper_connection(service, tls)).await
+    accept_loop(
+        listener,
+        &drain,
+        hyper_connection_with(service, tls, options.versions),
+    )
+    .await
 }
 
 /// The same checks on the raw accept path (synchronous: the token is compared here).

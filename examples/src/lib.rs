@@ -130,6 +130,7 @@ pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
 pub fn tls_acceptor(
     cert: &str,
     key: &str,
+    versions: HttpVersions,
 ) -> Result<tokio_rustls::TlsAcceptor, Box<dyn std::error::Error>> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -143,7 +144,10 @@ pub fn tls_acceptor(
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = match versions {
+        HttpVersions::Http1 => vec![b"http/1.1".to_vec()],
+        HttpVersions::Http1And2 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+    };
     Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }
 
@@ -271,6 +275,17 @@ where
 /// slow responses) once the sockets have drained.
 pub const HTTP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Which HTTP versions a server example speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HttpVersions {
+    /// HTTP/1.1 only (WebSockets by upgrade).
+    #[default]
+    Http1,
+    /// HTTP/1.1 and HTTP/2 (h2c by prior knowledge, or `h2` by ALPN over
+    /// TLS), with RFC 8441 extended CONNECT announced for WebSockets.
+    Http1And2,
+}
+
 /// Serves each connection with hyper's HTTP/1 (upgrades on), over TLS when
 /// an acceptor is given.
 pub fn hyper_connection<S>(
@@ -284,43 +299,110 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    hyper_connection_with(service, tls, HttpVersions::Http1)
+}
+
+/// [`hyper_connection`] speaking `versions`.
+pub fn hyper_connection_with<S>(
+    service: S,
+    tls: Option<TlsAcceptor>,
+    versions: HttpVersions,
+) -> impl Fn(TcpStream, watch::Receiver<bool>)
+where
+    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     move |tcp, mut stop| {
         let svc = TowerToHyperService::new(service.clone());
         let tls = tls.clone();
-        let builder = hyper::server::conn::http1::Builder::new();
         // Two task types, so a plain connection's task is not sized for
         // a TLS stream's state (kilobytes).
         match tls {
             None => drop(tokio::spawn(async move {
-                let conn = builder.serve_connection(TokioIo::new(tcp), svc);
-                serve_http(conn.with_upgrades(), &mut stop).await;
+                serve_io(TokioIo::new(tcp), svc, versions, &mut stop).await;
             })),
             Some(tls) => drop(tokio::spawn(async move {
                 let Ok(stream) = tls.accept(tcp).await else {
                     return;
                 };
-                let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                serve_http(conn.with_upgrades(), &mut stop).await;
+                serve_io(TokioIo::new(stream), svc, versions, &mut stop).await;
             })),
         }
     }
 }
 
-/// Serves one HTTP connection; on shutdown lets it finish its request.
-pub async fn serve_http<I, S>(
-    conn: hyper::server::conn::http1::UpgradeableConnection<I, S>,
-    stop: &mut watch::Receiver<bool>,
-) where
+async fn serve_io<I, S>(io: I, svc: S, versions: HttpVersions, stop: &mut watch::Receiver<bool>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    match versions {
+        HttpVersions::Http1 => {
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, svc);
+            serve_http(conn.with_upgrades(), stop).await;
+        }
+        HttpVersions::Http1And2 => {
+            let mut builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder.http2().enable_connect_protocol();
+            serve_http(builder.serve_connection_with_upgrades(io, svc), stop).await;
+        }
+    }
+}
+
+/// A served HTTP connection that can be asked to finish its requests and
+/// close (hyper's and hyper-util's upgradeable connections).
+pub trait GracefulHttp: std::future::Future {
+    /// Stops taking new requests; the future ends once the open ones do.
+    fn shut_down(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S> GracefulHttp for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::HttpService<Incoming>,
     S::ResBody: 'static,
     <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    fn shut_down(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> GracefulHttp
+    for hyper_util::server::conn::auto::UpgradeableConnection<
+        '_,
+        I,
+        S,
+        hyper_util::rt::TokioExecutor,
+    >
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn shut_down(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Serves one HTTP connection; on shutdown lets it finish its request.
+pub async fn serve_http<C: GracefulHttp>(conn: C, stop: &mut watch::Receiver<bool>) {
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}
         _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
+            conn.as_mut().shut_down();
             let _ = conn.await;
         }
     }

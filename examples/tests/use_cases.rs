@@ -1,7 +1,8 @@
 //! The seed's use-case examples (`monitor`, `game`, `iot`) as real
 //! processes on loopback, driven by real clients: each one serves its page,
 //! speaks its documented protocol, refuses what it says it refuses, and
-//! shuts down cleanly on SIGTERM.
+//! shuts down cleanly on SIGTERM. Also `echo_server --http2`: WebSockets
+//! over HTTP/2 and HTTP/1.1 on one port.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -312,4 +313,74 @@ async fn iot_devices_report_and_obey_the_dashboard() {
         .await
         .unwrap();
     assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn echo_server_serves_websockets_over_http2_and_http1() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use sockeye_hyper::client::ClientBuilder;
+
+    let server = Proc::start("echo_server", &["--http2", "--threads", "1"]);
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let builder = ClientBuilder::new(server.ws("/"));
+    let (mut a, head) = builder
+        .connect_on::<http_body_util::Empty<hyper::body::Bytes>>(&mut sender)
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    let (mut b, _) = builder.connect_on(&mut sender).await.unwrap();
+    a.send(Message::text("one")).await.unwrap();
+    b.send(Message::binary(vec![7u8; 100_000])).await.unwrap();
+    let within = Duration::from_secs(10);
+    assert_eq!(
+        timeout(within, a.next()).await.unwrap().unwrap().unwrap(),
+        Message::text("one")
+    );
+    assert_eq!(
+        timeout(within, b.next()).await.unwrap().unwrap().unwrap(),
+        Message::binary(vec![7u8; 100_000])
+    );
+    // HTTP/1.1 upgrades on the same port.
+    let (mut old, _) = sockeye_hyper::client::connect(&server.ws("/"))
+        .await
+        .unwrap();
+    old.send(Message::text("1.1")).await.unwrap();
+    assert_eq!(
+        timeout(within, old.next()).await.unwrap().unwrap().unwrap(),
+        Message::text("1.1")
+    );
+
+    // SIGTERM closes the HTTP/2 sockets with 1001 too.
+    let pid = server.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    match timeout(within, a.next()).await.unwrap() {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::GOING_AWAY),
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    let mut server = server;
+    let exited = async {
+        loop {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert!(
+        timeout(Duration::from_secs(15), exited)
+            .await
+            .unwrap()
+            .success()
+    );
 }
