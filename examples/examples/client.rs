@@ -3,10 +3,13 @@
 //!
 //! ```text
 //! cargo run --example client -- URL [--proxy URL] [--header 'K: V']... [--protocol P]... [--reconnect]
+//!     [--http2]
 //! ```
 //! `--proxy` tunnels through an HTTP CONNECT proxy (otherwise `HTTPS_PROXY`,
 //! `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` apply). `--reconnect` reconnects
 //! with backoff after each drop, until a normal close or the end of stdin.
+//! `--http2` opens the socket over HTTP/2 (RFC 8441: ALPN `h2` for `wss://`,
+//! prior knowledge for `ws://`), e.g. against `echo_server --http2`.
 
 use futures_util::{SinkExt, StreamExt};
 use sockeye_examples::{Args, runtime};
@@ -15,11 +18,15 @@ use sockeye_hyper::client::{ClientBuilder, ReconnectEvent};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
-const USAGE: &str =
-    "usage: client URL [--proxy URL] [--header 'K: V']... [--protocol P]... [--reconnect]";
+const USAGE: &str = "usage: client URL [--proxy URL] [--header 'K: V']... [--protocol P]... \
+                     [--reconnect] [--http2]";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse(USAGE, &["proxy", "header", "protocol"], &["reconnect"]);
+    let args = Args::parse(
+        USAGE,
+        &["proxy", "header", "protocol"],
+        &["reconnect", "http2"],
+    );
     let Some(url) = args.positional().first().cloned() else {
         eprintln!("{USAGE}");
         std::process::exit(2);
@@ -36,10 +43,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     builder = builder.protocols(args.values("protocol").iter().cloned());
     let reconnect = args.switch("reconnect");
-    runtime(1)?.block_on(run(builder, reconnect))
+    let http2 = args.switch("http2");
+    if reconnect && http2 {
+        return Err("--reconnect works over HTTP/1.1 only; drop --http2 or --reconnect".into());
+    }
+    runtime(1)?.block_on(run(builder, reconnect, http2))
 }
 
-async fn run(builder: ClientBuilder, reconnect: bool) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(
+    builder: ClientBuilder,
+    reconnect: bool,
+    http2: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
     // Lines from stdin; `None` at end of input.
     let (tx, mut lines) = mpsc::channel::<String>(64);
     tokio::spawn(async move {
@@ -51,6 +66,14 @@ async fn run(builder: ClientBuilder, reconnect: bool) -> Result<(), Box<dyn std:
         }
     });
 
+    if http2 {
+        let mut connection = builder.connect_http2().await?;
+        let (ws, response) = builder.connect_on(&mut connection).await?;
+        eprintln!("connected over HTTP/2");
+        print_protocol(&response);
+        session(ws, &mut lines).await;
+        return Ok(());
+    }
     if !reconnect {
         let (ws, response) = builder.connect().await?;
         print_protocol(&response);

@@ -54,10 +54,13 @@
 //! # }
 //! ```
 //!
-//! On the client side, [`client::ClientBuilder::connect_on`] opens a socket
-//! as a new stream of a hyper HTTP/2 client connection the caller holds
-//! (dialling, TLS with ALPN `h2` and the connection task stay the
-//! caller's); [`client::ClientBuilder::connect`] speaks HTTP/1.1.
+//! On the client side, [`client::ClientBuilder::connect_http2`] opens an
+//! HTTP/2 connection (through the builder's proxy; TLS with ALPN `h2` for
+//! `wss://`, prior knowledge for `ws://`), and
+//! [`client::ClientBuilder::connect_on`] opens each socket as a new stream
+//! of it, or of any hyper HTTP/2 client connection the caller holds.
+//! [`client::ClientBuilder::connect`] and the reconnecting connector speak
+//! HTTP/1.1.
 //!
 //! Server sockets keep dead peers in check by default: a ping after 30 s of
 //! silence, close 1011 if 30 s more pass without an answer

@@ -50,18 +50,30 @@ where
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let service = TowerToHyperService::new(service.clone());
-            tokio::spawn(async move {
-                let mut builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder.http2().enable_connect_protocol();
-                let _ = builder
-                    .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-                    .await;
-            });
+            tokio::spawn(serve_conn(TokioIo::new(tcp), service.clone()));
         }
     });
     addr
+}
+
+/// One connection through the auto builder, extended CONNECT on.
+async fn serve_conn<I, S, B>(io: I, service: S)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http2().enable_connect_protocol();
+    let _ = builder
+        .serve_connection_with_upgrades(io, TowerToHyperService::new(service))
+        .await;
 }
 
 /// An HTTP/2 client connection (prior knowledge).
@@ -458,4 +470,106 @@ async fn the_client_reports_refusals() {
         .err()
         .unwrap();
     assert!(matches!(err, Error::Hyper(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn the_client_dials_http2_by_prior_knowledge() {
+    let addr = serve_auto(echo_service()).await;
+    let builder = ClientBuilder::new(format!("ws://{addr}/ws")).no_proxy();
+    let mut connection = builder.connect_http2().await.unwrap();
+    let (mut a, _) = builder.connect_on(&mut connection).await.unwrap();
+    let (mut b, _) = builder.connect_on(&mut connection).await.unwrap();
+    a.send(Message::text("a")).await.unwrap();
+    b.send(Message::text("b")).await.unwrap();
+    assert_eq!(b.next().await.unwrap().unwrap(), Message::text("b"));
+    assert_eq!(a.next().await.unwrap().unwrap(), Message::text("a"));
+}
+
+/// A TLS server for `localhost` offering `alpn`, serving HTTP/1.1 and
+/// HTTP/2 with extended CONNECT; returns its port and a root store
+/// trusting it.
+#[cfg(feature = "tls")]
+async fn tls_server(alpn: &[&[u8]]) -> (u16, rustls::RootCertStore) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use std::sync::Arc;
+
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = CertificateDer::from(certified.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(serve_tls(acceptor.clone(), tcp, echo_service()));
+        }
+    });
+    (port, roots)
+}
+
+#[cfg(feature = "tls")]
+async fn serve_tls<S>(acceptor: tokio_rustls::TlsAcceptor, tcp: TcpStream, service: S)
+where
+    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    if let Ok(tls) = acceptor.accept(tcp).await {
+        serve_conn(TokioIo::new(tls), service).await;
+    }
+}
+
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn the_client_dials_http2_over_tls_by_alpn() {
+    let (port, roots) = tls_server(&[b"h2", b"http/1.1"]).await;
+    let builder = ClientBuilder::new(format!("wss://localhost:{port}/ws"))
+        .no_proxy()
+        .root_certificates(roots)
+        .unwrap();
+    let mut connection = builder.connect_http2().await.unwrap();
+    let (mut ws, head) = builder.connect_on(&mut connection).await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    ws.send(Message::text("over h2 and TLS")).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("over h2 and TLS")
+    );
+    // The same server still upgrades HTTP/1.1 clients (ALPN http/1.1).
+    let (mut old, _) = builder.connect().await.unwrap();
+    old.send(Message::text("1.1")).await.unwrap();
+    assert_eq!(old.next().await.unwrap().unwrap(), Message::text("1.1"));
+
+    // Servers that do not agree to h2: a clear error, no HTTP/2 attempt.
+    // One that speaks no ALPN at all (the client checks what was agreed),
+    // and one that offers only http/1.1 (TLS itself refuses).
+    for (alpn, expected) in [
+        (&[][..], "ALPN h2"),
+        (&[&b"http/1.1"[..]][..], "NoApplicationProtocol"),
+    ] {
+        let (port, roots) = tls_server(alpn).await;
+        let err = ClientBuilder::new(format!("wss://localhost:{port}/ws"))
+            .no_proxy()
+            .root_certificates(roots)
+            .unwrap()
+            .connect_http2()
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains(expected), "{err}");
+    }
 }

@@ -1,13 +1,14 @@
 //! WebSockets as streams of an HTTP/2 connection (RFC 8441, feature `http2`).
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::Response;
+use http_body_util::Empty;
 use hyper::client::conn::http2::SendRequest;
 use hyper::ext::Protocol;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use sockeye_proto::{Connection, Role, TimeoutKind};
 
-use super::ClientBuilder;
+use super::{Alpn, ClientBuilder, Target};
 use crate::disable;
 use crate::error::Error;
 
@@ -15,6 +16,47 @@ use crate::error::Error;
 pub type Http2WebSocket = sockeye_proto::WebSocket<TokioIo<hyper::upgrade::Upgraded>>;
 
 impl ClientBuilder {
+    /// Opens an HTTP/2 connection to this builder's server, for
+    /// [`connect_on`](Self::connect_on): TCP (through the proxy, as
+    /// [`connect`](Self::connect) does), TLS with ALPN `h2` for `wss://`
+    /// (failing if the server does not agree to it), or HTTP/2 by prior
+    /// knowledge for `ws://`; then the HTTP/2 handshake, all within the
+    /// connect timeout. The connection runs in a spawned task until every
+    /// sender and socket on it is gone.
+    ///
+    /// ```no_run
+    /// use sockeye_hyper::client::ClientBuilder;
+    /// # async fn run() -> Result<(), sockeye_hyper::Error> {
+    /// let chat = ClientBuilder::new("wss://chat.example.com/ws").protocol("chat.v1");
+    /// let mut connection = chat.connect_http2().await?;
+    /// let (mut room_a, _) = chat.connect_on(&mut connection).await?;
+    /// let (mut room_b, _) = chat.connect_on(&mut connection).await?;
+    /// room_a.send("hello a").await?;
+    /// room_b.send("hello b").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_http2(&self) -> Result<SendRequest<Empty<Bytes>>, Error> {
+        if disable::resolve(self.disabled) {
+            return Err(Error::Disabled);
+        }
+        let target = Target::parse(&self.url)?;
+        let open = async {
+            let io = self.dial(&target, Alpn::H2).await?;
+            let (sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+                    .await?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "HTTP/2 connection ended");
+                }
+            });
+            Ok::<_, Error>(sender)
+        };
+        tokio::time::timeout(self.connect_timeout, open)
+            .await
+            .map_err(|_| Error::ConnectTimeout)?
+    }
+
     /// Opens the socket as a new stream of an HTTP/2 connection the caller
     /// holds (RFC 8441): an extended CONNECT to this builder's URL (`ws` as
     /// `http`, `wss` as `https`) with its subprotocols, extension offers

@@ -46,6 +46,14 @@ pub async fn connect(url: &str) -> Result<(WebSocket, Response<()>), Error> {
     ClientBuilder::new(url).connect().await
 }
 
+/// The application protocol a connection is opened for (TLS ALPN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Alpn {
+    Http1,
+    #[cfg_attr(not(feature = "http2"), allow(dead_code))]
+    H2,
+}
+
 #[derive(Clone, Debug)]
 enum ProxyMode {
     Env,
@@ -254,12 +262,7 @@ impl ClientBuilder {
             return Err(Error::Disabled);
         }
         let target = Target::parse(&self.url)?;
-        let proxy = match &self.proxy {
-            ProxyMode::Env => Proxy::from_env(target.tls, &target.host, target.port)?,
-            ProxyMode::Direct => None,
-            ProxyMode::Explicit(p) => Some(p.clone()),
-        };
-        let io = tokio::time::timeout(self.connect_timeout, self.open(&target, proxy.as_ref()))
+        let io = tokio::time::timeout(self.connect_timeout, self.dial(&target, Alpn::Http1))
             .await
             .map_err(|_| Error::ConnectTimeout)??;
 
@@ -281,8 +284,25 @@ impl ClientBuilder {
         request
     }
 
-    /// TCP (through the proxy if any), then TLS for `wss://`.
-    async fn open(&self, target: &Target, proxy: Option<&Proxy>) -> Result<ClientIo, Error> {
+    /// [`open`](Self::open) through the proxy this builder names (or the
+    /// environment's).
+    async fn dial(&self, target: &Target, alpn: Alpn) -> Result<ClientIo, Error> {
+        let proxy = match &self.proxy {
+            ProxyMode::Env => Proxy::from_env(target.tls, &target.host, target.port)?,
+            ProxyMode::Direct => None,
+            ProxyMode::Explicit(p) => Some(p.clone()),
+        };
+        self.open(target, proxy.as_ref(), alpn).await
+    }
+
+    /// TCP (through the proxy if any), then TLS for `wss://`, offering
+    /// `alpn`.
+    async fn open(
+        &self,
+        target: &Target,
+        proxy: Option<&Proxy>,
+        alpn: Alpn,
+    ) -> Result<ClientIo, Error> {
         let tcp = match proxy {
             Some(p) => {
                 let mut tcp = TcpStream::connect((p.host(), p.port())).await?;
@@ -298,15 +318,26 @@ impl ClientBuilder {
         }
         #[cfg(feature = "tls")]
         {
-            let config = match &self.tls {
+            let mut config = match &self.tls {
                 Some(c) => Arc::clone(c),
                 None => tls::default_config()?,
             };
+            if alpn == Alpn::H2 {
+                let mut h2 = (*config).clone();
+                h2.alpn_protocols = vec![b"h2".to_vec()];
+                config = Arc::new(h2);
+            }
             let stream = tls::connect(config, &target.host, tcp).await?;
+            if alpn == Alpn::H2 && stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+                return Err(Error::Io(std::io::Error::other(
+                    "the server did not agree to HTTP/2 (ALPN h2)",
+                )));
+            }
             Ok(ClientIo(Inner::Tls(Box::new(stream))))
         }
         #[cfg(not(feature = "tls"))]
         {
+            let _ = alpn;
             Err(Error::InvalidUrl("wss:// needs the `tls` feature".into()))
         }
     }
