@@ -314,8 +314,11 @@ where
                     Poll::Ready(Ok(())) => {
                         let n = into.filled().len();
                         if n == STACK_READ {
-                            // More is probably waiting: read it in one go.
+                            // More is probably waiting: read it in one go,
+                            // into room reserved now, so these bytes are
+                            // not copied again when the next read grows it.
                             self.read_size = 2 * STACK_READ;
+                            self.read_buf.reserve(n + self.read_size);
                         }
                         self.read_buf.extend_from_slice(into.filled());
                         Ok(n)
