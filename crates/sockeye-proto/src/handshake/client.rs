@@ -255,25 +255,23 @@ impl ClientHandshake {
     /// CONNECT (RFC 8441 §5): a 2xx status and the same offer checks.
     pub fn verify(&self, resp: &response::Parts) -> Result<Negotiated, HandshakeError> {
         let h = &resp.headers;
-        match &self.accept {
-            None if !resp.status.is_success() => {
-                return Err(HandshakeError::UnexpectedStatus(resp.status));
+        let opened = match self.accept {
+            Some(_) => resp.status == StatusCode::SWITCHING_PROTOCOLS,
+            None => resp.status.is_success(),
+        };
+        if !opened {
+            return Err(HandshakeError::UnexpectedStatus(resp.status));
+        }
+        if let Some(expected) = &self.accept {
+            if !has_token(h, &UPGRADE, "Upgrade", "websocket")?
+                || !has_token(h, &CONNECTION, "Connection", "upgrade")?
+            {
+                return Err(HandshakeError::MissingUpgrade);
             }
-            None => {}
-            Some(_) if resp.status != StatusCode::SWITCHING_PROTOCOLS => {
-                return Err(HandshakeError::UnexpectedStatus(resp.status));
-            }
-            Some(expected) => {
-                if !has_token(h, &UPGRADE, "Upgrade", "websocket")?
-                    || !has_token(h, &CONNECTION, "Connection", "upgrade")?
-                {
-                    return Err(HandshakeError::MissingUpgrade);
-                }
-                let mut accepts = h.get_all(SEC_WEBSOCKET_ACCEPT).iter();
-                match (accepts.next(), accepts.next()) {
-                    (Some(v), None) if v.as_bytes().trim_ascii() == expected.as_bytes() => {}
-                    _ => return Err(HandshakeError::InvalidAccept),
-                }
+            let mut accepts = h.get_all(SEC_WEBSOCKET_ACCEPT).iter();
+            match (accepts.next(), accepts.next()) {
+                (Some(v), None) if v.as_bytes().trim_ascii() == expected.as_bytes() => {}
+                _ => return Err(HandshakeError::InvalidAccept),
             }
         }
         let protocol = selected_protocol(h)?;

@@ -260,15 +260,14 @@ impl UpgradeRequest {
         extensions: Option<HeaderValue>,
     ) -> Response<()> {
         let mut resp = Response::new(());
-        if self.accept.is_some() {
-            *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        }
-        let h = resp.headers_mut();
         if let Some(accept) = &self.accept {
+            *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let h = resp.headers_mut();
             h.insert(UPGRADE, HeaderValue::from_static("websocket"));
             h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
             h.insert(SEC_WEBSOCKET_ACCEPT, accept.clone());
         }
+        let h = resp.headers_mut();
         if let Some(p) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
             h.insert(SEC_WEBSOCKET_PROTOCOL, p);
         }
