@@ -102,12 +102,11 @@ impl ClientBuilder {
             .insert(Protocol::from_static("websocket"));
         let exchange = async {
             sender.ready().await?;
-            let response = sender.send_request(req).await?;
-            let (parts, body) = response.into_parts();
-            let (_, extension) = handshake.finish(&parts)?;
-            let head = parts.clone();
-            let upgraded = hyper::upgrade::on(Response::from_parts(parts, body)).await?;
-            Ok::<_, Error>((upgraded, head, extension))
+            let mut response = sender.send_request(req).await?;
+            let on_upgrade = hyper::upgrade::on(&mut response);
+            let (head, _) = response.into_parts();
+            let (_, extension) = handshake.finish(&head)?;
+            Ok::<_, Error>((on_upgrade.await?, head, extension))
         };
         let (upgraded, head, extension) =
             tokio::time::timeout(self.config.handshake_timeout(), exchange)

@@ -284,25 +284,14 @@ impl ClientBuilder {
         request
     }
 
-    /// [`open`](Self::open) through the proxy this builder names (or the
-    /// environment's).
+    /// TCP (through the proxy this builder names, or the environment's),
+    /// then TLS for `wss://`, offering `alpn`.
     async fn dial(&self, target: &Target, alpn: Alpn) -> Result<ClientIo, Error> {
         let proxy = match &self.proxy {
             ProxyMode::Env => Proxy::from_env(target.tls, &target.host, target.port)?,
             ProxyMode::Direct => None,
             ProxyMode::Explicit(p) => Some(p.clone()),
         };
-        self.open(target, proxy.as_ref(), alpn).await
-    }
-
-    /// TCP (through the proxy if any), then TLS for `wss://`, offering
-    /// `alpn`.
-    async fn open(
-        &self,
-        target: &Target,
-        proxy: Option<&Proxy>,
-        alpn: Alpn,
-    ) -> Result<ClientIo, Error> {
         let tcp = match proxy {
             Some(p) => {
                 let mut tcp = TcpStream::connect((p.host(), p.port())).await?;
