@@ -31,9 +31,7 @@ use sockeye_auth::{
     AuthLayer, Credentials, Identity, OriginLayer, OriginPolicy, Rejection, Secret,
 };
 use sockeye_deflate::{DeflateConfig, DeflateLayer};
-use sockeye_examples::{
-    Args, HttpVersions, accept_loop, hyper_connection_with, runtime, tls_acceptor,
-};
+use sockeye_examples::{Args, HttpVersions, accept_loop, hyper_connection, runtime, tls_acceptor};
 use sockeye_hyper::server::{Drain, Handshake, UpgradeService, WebSocket};
 use sockeye_proto::{Acceptor, Config, Message};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -186,7 +184,7 @@ async fn serve(addr: String, options: Options) -> std::io::Result<()> {
     accept_loop(
         listener,
         &drain,
-        hyper_connection_with(service, tls, options.versions),
+        hyper_connection(service, tls, options.versions),
     )
     .await
 }

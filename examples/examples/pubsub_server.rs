@@ -23,7 +23,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use sockeye_auth::{OriginLayer, OriginPolicy};
 use sockeye_deflate::{DeflateConfig, DeflateLayer};
-use sockeye_examples::{Args, accept_loop, hyper_connection, runtime, text_body};
+use sockeye_examples::{Args, HttpVersions, accept_loop, hyper_connection, runtime, text_body};
 use sockeye_hyper::server::Drain;
 use sockeye_pubsub::{Hub, Namespace, RateLimit, RedisBroker, RedisMode};
 use tokio::net::TcpListener;
@@ -130,6 +130,11 @@ async fn serve(addr: String, options: Options) -> Result<(), Box<dyn std::error:
             None => "in-memory broker".to_owned(),
         }
     );
-    accept_loop(listener, &drain, hyper_connection(service, None)).await?;
+    accept_loop(
+        listener,
+        &drain,
+        hyper_connection(service, None, HttpVersions::Http1),
+    )
+    .await?;
     Ok(())
 }

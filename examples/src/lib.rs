@@ -203,7 +203,7 @@ where
     accept_loop_with(
         listener,
         drain,
-        hyper_connection(service, None),
+        hyper_connection(service, None, HttpVersions::Http1),
         move || {
             closing.close_all(sockeye_proto::CloseCode::GOING_AWAY, "server shutting down");
         },
@@ -286,24 +286,9 @@ pub enum HttpVersions {
     Http1And2,
 }
 
-/// Serves each connection with hyper's HTTP/1 (upgrades on), over TLS when
-/// an acceptor is given.
+/// Serves each connection with hyper, speaking `versions` (upgrades on),
+/// over TLS when an acceptor is given.
 pub fn hyper_connection<S>(
-    service: S,
-    tls: Option<TlsAcceptor>,
-) -> impl Fn(TcpStream, watch::Receiver<bool>)
-where
-    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    hyper_connection_with(service, tls, HttpVersions::Http1)
-}
-
-/// [`hyper_connection`] speaking `versions`.
-pub fn hyper_connection_with<S>(
     service: S,
     tls: Option<TlsAcceptor>,
     versions: HttpVersions,

@@ -44,7 +44,9 @@ use std::time::{Duration, Instant};
 use http::{Method, Request};
 use hyper::body::Incoming;
 use sockeye_auth::{OriginLayer, OriginPolicy};
-use sockeye_examples::{Args, accept_loop, html_page, hyper_connection, not_found, runtime};
+use sockeye_examples::{
+    Args, HttpVersions, accept_loop, html_page, hyper_connection, not_found, runtime,
+};
 use sockeye_hyper::server::{Drain, Handshake, UpgradeService, WebSocket};
 use sockeye_proto::{CloseCode, Config, Message, PreparedMessage};
 use tokio::net::TcpListener;
@@ -188,7 +190,12 @@ async fn serve(addr: String) -> Result<(), Box<dyn std::error::Error>> {
     let local = listener.local_addr()?;
     println!("listening on {local}");
     eprintln!("game: http://{local}/ (20 ticks a second, up to {MAX_PLAYERS} players)");
-    accept_loop(listener, &drain, hyper_connection(service, None)).await?;
+    accept_loop(
+        listener,
+        &drain,
+        hyper_connection(service, None, HttpVersions::Http1),
+    )
+    .await?;
     Ok(())
 }
 
