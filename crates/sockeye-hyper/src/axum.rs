@@ -175,7 +175,7 @@ impl WebSocketUpgrade {
                 }
             };
             let (io, read_buf) = ServerIo::new(upgraded);
-            let ws = WebSocket::from_connection(io, conn, read_buf);
+            let ws = io.websocket(conn, read_buf);
             callback(ws).await;
             drop(keep_alive);
         });

@@ -90,6 +90,6 @@ pub use utf8::Utf8Bytes;
 
 #[cfg(feature = "tokio")]
 pub use io::{
-    Accepted, Acceptor, CloseHandle, ReadHalf, ReunitError, WebSocket, WriteHalf, accept,
-    client_handshake,
+    Accepted, Acceptor, CloseHandle, ReadHalf, ReunitError, WebSocket, WriteHalf, abort_tcp,
+    accept, client_handshake,
 };

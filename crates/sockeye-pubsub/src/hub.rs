@@ -432,6 +432,8 @@ impl Hub {
         };
         let hub = self.clone();
         let run = async move {
+            let mut socket = socket;
+            session.set_closer(socket.close_handle());
             let (mut read, write) = socket.split();
             let writer = tokio::spawn(Arc::clone(&session).write_loop(write));
             let mut limits = Limits::new(&hub.inner);

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sockeye_auth::Identity;
-use sockeye_proto::{CloseCode, Message, PreparedMessage, WriteHalf};
+use sockeye_proto::{CloseCode, CloseHandle, Message, PreparedMessage, WriteHalf};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -38,6 +38,10 @@ struct State {
     /// The reader ended: the writer stops once the queue is written.
     finished: bool,
     subscriptions: HashMap<Arc<str>, Arc<Namespace>>,
+    /// Closes the WebSocket from the driver's side, so the close timer runs
+    /// from the decision even while the writer is blocked on a peer that
+    /// does not read.
+    closer: Option<CloseHandle>,
 }
 
 impl Session {
@@ -57,6 +61,7 @@ impl Session {
                 closing: None,
                 finished: false,
                 subscriptions: HashMap::new(),
+                closer: None,
             }),
             notify: Notify::new(),
             metrics,
@@ -148,11 +153,20 @@ impl Session {
         }
         state.closing = Some((code, reason));
         let freed = state.queue.clear();
+        let closer = state.closer.take();
         drop(state);
+        if let Some(closer) = closer {
+            closer.close(code, reason);
+        }
         self.metrics
             .queued_bytes
             .fetch_sub(freed as i64, Ordering::Relaxed);
         self.notify.notify_one();
+    }
+
+    /// The WebSocket's close handle (see [`State::closer`]).
+    pub(crate) fn set_closer(&self, closer: CloseHandle) {
+        self.lock().closer = Some(closer);
     }
 
     pub(crate) fn is_closed(&self) -> bool {

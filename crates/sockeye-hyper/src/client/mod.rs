@@ -266,8 +266,9 @@ impl ClientBuilder {
             .await
             .map_err(|_| Error::ConnectTimeout)??;
 
-        let (ws, response) =
+        let (mut ws, response) =
             client_handshake(io, self.client_request(), self.config.clone()).await?;
+        ws.set_abort(|io: &ClientIo| sockeye_proto::abort_tcp(io.tcp()));
         Ok((ws, response))
     }
 

@@ -45,6 +45,26 @@ impl ServerIo {
         }
     }
 
+    /// The socket over this transport, with the abort hook that resets the
+    /// TCP connection when it is given up with output unwritten.
+    pub(crate) fn websocket(
+        self,
+        conn: Box<sockeye_proto::Connection>,
+        read_buf: BytesMut,
+    ) -> super::WebSocket {
+        let mut ws = sockeye_proto::WebSocket::from_connection(self, conn, read_buf);
+        ws.set_abort(Self::abort);
+        ws
+    }
+
+    /// Makes closing the transport reset the TCP connection, when there is
+    /// one under it (an HTTP/2 stream is reset by dropping it).
+    fn abort(&self) {
+        if let Some(tcp) = self.tcp() {
+            sockeye_proto::abort_tcp(tcp);
+        }
+    }
+
     /// The TCP stream, when the connection was a plain TCP one.
     pub fn tcp(&self) -> Option<&TcpStream> {
         match &self.0 {

@@ -264,7 +264,7 @@ impl Future for Upgrading {
         let upgraded = ready!(Pin::new(&mut this.on_upgrade).poll(cx))?;
         let (io, read_buf) = ServerIo::new(upgraded);
         let conn = this.conn.take().ok_or(Error::NotUpgradable)?;
-        Poll::Ready(Ok(WebSocket::from_connection(io, conn, read_buf)))
+        Poll::Ready(Ok(io.websocket(conn, read_buf)))
     }
 }
 

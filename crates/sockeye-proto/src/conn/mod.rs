@@ -294,6 +294,12 @@ impl Connection {
         self.flush_pending_pong();
     }
 
+    /// Drops the pending output unwritten: the transport is being given up
+    /// (a peer that stopped reading, past the close timeout).
+    pub fn discard_transmit(&mut self) {
+        self.out.clear();
+    }
+
     /// Frees the buffers the connection holds for traffic when it has none
     /// in flight: the output buffer once written out and the event queue
     /// once drained. Call it when the transport has nothing to read, so an

@@ -86,6 +86,11 @@ impl OutBuf {
         }
     }
 
+    /// Drops everything pending and its allocations.
+    pub(super) fn clear(&mut self) {
+        *self = Self::default();
+    }
+
     pub(super) fn advance(&mut self, mut n: usize) {
         while n > 0 {
             let Some(front) = self.queue.front_mut() else {

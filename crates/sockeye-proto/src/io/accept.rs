@@ -25,7 +25,7 @@ use crate::handshake::{http1, server};
 /// ```
 pub async fn accept<S>(io: S) -> Result<WebSocket<S>, Error>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     Acceptor::new().accept(io).await.map(|(ws, _)| ws)
 }
@@ -123,7 +123,7 @@ impl Acceptor {
     /// for the WebSocket.
     pub async fn accept<S>(&self, mut io: S) -> Result<(WebSocket<S>, Accepted), Error>
     where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Unpin + 'static,
     {
         let timeout = self.config.handshake_timeout();
         // Boxed: the handshake's state lives on the heap while it runs, so
@@ -131,7 +131,11 @@ impl Acceptor {
         let handshake = Box::pin(self.handshake(&mut io));
         match tokio::time::timeout(timeout, handshake).await {
             Ok(Ok((conn, accepted, rest))) => {
-                Ok((WebSocket::from_connection(io, conn, rest), accepted))
+                let mut ws = WebSocket::from_connection(io, conn, rest);
+                if let Some(abort) = super::tcp_abort::<S>() {
+                    ws.set_abort(abort);
+                }
+                Ok((ws, accepted))
             }
             Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::Timeout(TimeoutKind::Handshake)),

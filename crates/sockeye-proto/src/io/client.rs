@@ -29,7 +29,7 @@ pub async fn client_handshake<S>(
     config: Config,
 ) -> Result<(WebSocket<S>, http::Response<()>), Error>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let timeout = config.handshake_timeout();
     let work = async {
@@ -50,6 +50,9 @@ where
     if let Some(ext) = extension {
         conn.set_extension(ext);
     }
-    let ws = WebSocket::from_connection(io, conn, rest);
+    let mut ws = WebSocket::from_connection(io, conn, rest);
+    if let Some(abort) = super::tcp_abort::<S>() {
+        ws.set_abort(abort);
+    }
     Ok((ws, http::Response::from_parts(parts, ())))
 }

@@ -52,6 +52,9 @@ pub(crate) struct Driver<S> {
     /// The room of the next read: it grows while reads come back full, so a
     /// busy socket takes a backlog in few system calls.
     read_size: usize,
+    /// Run on the transport when the connection is given up with output
+    /// still unwritten (see [`WebSocket::set_abort`](super::WebSocket::set_abort)).
+    pub(crate) abort: Option<fn(&S)>,
 }
 
 impl<S> std::fmt::Debug for Driver<S> {
@@ -89,6 +92,7 @@ where
             done: false,
             close_request: None,
             read_size: STACK_READ,
+            abort: None,
         }
     }
 
@@ -125,7 +129,25 @@ where
 
     /// Writes pending output until done or the transport pushes back. `wcx`
     /// is the context for write readiness.
+    ///
+    /// While the close handshake is under way, a write the transport
+    /// pushes back on still runs the close timer: a peer that stopped
+    /// reading cannot hold the connection past the close timeout.
     pub(crate) fn poll_write_out(&mut self, wcx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        match self.poll_write_inner(wcx) {
+            Poll::Pending if self.conn.state() != crate::State::Open => {
+                if self.poll_timer(wcx).is_ready() && self.conn.should_shutdown() {
+                    // The reader gets the timeout from `self.error`.
+                    self.give_up();
+                    return Poll::Ready(Err(Error::Timeout(crate::error::TimeoutKind::Close)));
+                }
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+
+    fn poll_write_inner(&mut self, wcx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         while self.conn.transmit_len() > 0 {
             if self.shut_down {
                 return Poll::Ready(Err(Error::Closed));
@@ -145,6 +167,22 @@ where
             self.conn.advance_transmit(n);
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// The connection is over with output the peer never took (the close
+    /// timeout passed while the transport pushed back): the rest is
+    /// discarded, the abort hook resets the transport (so the kernel drops
+    /// its send buffer too), and the stream ends.
+    fn give_up(&mut self) {
+        if self.conn.transmit_len() > 0 {
+            self.conn.discard_transmit();
+            if let Some(abort) = self.abort {
+                abort(&self.io);
+            }
+            tracing::debug!("close timeout with unwritten output: transport aborted");
+        }
+        self.shut_down = true;
+        self.done = true;
     }
 
     /// Writes everything, then flushes the transport.
@@ -280,6 +318,11 @@ where
                 return Poll::Ready(self.end_with_io_error(e));
             }
             if self.conn.should_shutdown() {
+                if self.conn.transmit_len() > 0 && !self.shut_down {
+                    // Timed out with output the peer never took.
+                    self.give_up();
+                    continue;
+                }
                 if !self.shut_down {
                     match Pin::new(&mut self.io).poll_shutdown(wcx) {
                         Poll::Pending if self.error.is_none() => return Poll::Pending,

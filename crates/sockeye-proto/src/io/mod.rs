@@ -166,6 +166,26 @@ where
         CloseHandle::new(req)
     }
 
+    /// Sets what is done to the transport when the connection is given up
+    /// with output still unwritten: a peer that stopped reading while the
+    /// close handshake waited, past the close timeout. The unwritten output
+    /// is discarded and the stream ends either way; the hook makes closing
+    /// the transport abortive, so that the kernel drops its send buffer too
+    /// instead of holding it for a peer that never reads ([`abort_tcp`]
+    /// for TCP, which [`accept`] and [`client_handshake`] set by themselves
+    /// on a `TcpStream`).
+    ///
+    /// ```no_run
+    /// # fn f(tcp: tokio::net::TcpStream) {
+    /// use sockeye_proto::{Config, Role, WebSocket, abort_tcp};
+    /// let mut ws = WebSocket::from_raw_socket(tcp, Role::Server, Config::default());
+    /// ws.set_abort(abort_tcp);
+    /// # }
+    /// ```
+    pub fn set_abort(&mut self, abort: fn(&S)) {
+        self.driver.abort = Some(abort);
+    }
+
     /// The state machine (for its state, configuration and extension).
     pub fn connection(&self) -> &Connection {
         &self.driver.conn
@@ -191,6 +211,25 @@ where
     pub(crate) fn from_driver(driver: Driver<S>) -> Self {
         Self { driver }
     }
+}
+
+/// Makes closing a TCP stream abortive (`SO_LINGER` 0): the kernel drops
+/// what it still buffers for the peer and resets the connection. The abort
+/// hook for a TCP transport (see [`WebSocket::set_abort`]).
+pub fn abort_tcp(tcp: &tokio::net::TcpStream) {
+    if let Err(e) = socket2::SockRef::from(tcp).set_linger(Some(std::time::Duration::ZERO)) {
+        tracing::debug!(error = %e, "SO_LINGER 0 failed");
+    }
+}
+
+/// [`abort_tcp`] when the transport is a `TcpStream`.
+pub(crate) fn tcp_abort<S: 'static>() -> Option<fn(&S)> {
+    use std::any::{Any, TypeId};
+    (TypeId::of::<S>() == TypeId::of::<tokio::net::TcpStream>()).then_some(|io: &S| {
+        if let Some(tcp) = (io as &dyn Any).downcast_ref::<tokio::net::TcpStream>() {
+            abort_tcp(tcp);
+        }
+    })
 }
 
 impl<S> Driver<S>

@@ -137,7 +137,15 @@ where
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
         let waker = self.shared.write_waker(READER, cx);
         let mut wcx = Context::from_waker(&waker);
-        self.shared.lock().poll_next_message(cx, &mut wcx)
+        let mut driver = self.shared.lock();
+        let poll = driver.poll_next_message(cx, &mut wcx);
+        if poll.is_ready() && driver.done {
+            // The connection is over (a timeout may have given the
+            // transport up): a writer waiting for it to drain must learn.
+            drop(driver);
+            self.shared.wake.wake_by_ref();
+        }
+        poll
     }
 
     /// Puts the halves back together.

@@ -1,0 +1,150 @@
+//! A subscriber that never reads is let go: once the hub decides it is a
+//! slow consumer, its connection is released within the close timeout plus
+//! a quarter second, on the raw accept path and over hyper, although the
+//! close frame sits behind data the peer never takes.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use serde_json::json;
+use sockeye_proto::handshake::client::ClientRequest;
+use sockeye_proto::{Acceptor, Config, Error, Message, WebSocket};
+use sockeye_pubsub::{Hub, Namespace, SlowConsumer};
+use tokio::net::{TcpListener, TcpStream};
+
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+const SLACK: Duration = Duration::from_millis(250);
+
+fn hub() -> Hub {
+    Hub::builder()
+        .namespace(
+            "feed",
+            Namespace::new().slow_consumer(SlowConsumer::Disconnect),
+        )
+        .queue_limits(64, 256 << 10)
+        .build()
+}
+
+fn config() -> Config {
+    Config::builder()
+        .close_timeout(CLOSE_TIMEOUT)
+        .max_message_size(1 << 20)
+        .build()
+}
+
+#[derive(Clone, Copy)]
+enum Path {
+    Raw,
+    Hyper,
+}
+
+async fn serve(hub: &Hub, path: Path) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hub = hub.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                match path {
+                    Path::Raw => {
+                        let Ok((ws, _)) = Acceptor::new().config(config()).accept(tcp).await else {
+                            return;
+                        };
+                        hub.serve(ws, None).await;
+                    }
+                    Path::Hyper => {
+                        let svc = TowerToHyperService::new(hub.upgrade_service().config(config()));
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(tcp), svc)
+                            .with_upgrades()
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A subscriber with a 4 KiB receive buffer that stops reading after its
+/// subscription is confirmed.
+async fn stalled_subscriber(addr: SocketAddr) -> WebSocket<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    let (mut ws, _) = sockeye_proto::client_handshake(
+        tcp,
+        ClientRequest::new(format!("ws://{addr}/ws")),
+        Config::default(),
+    )
+    .await
+    .unwrap();
+    ws.send(r#"{"id":1,"op":"subscribe","topic":"feed:x"}"#)
+        .await
+        .unwrap();
+    let reply = ws.recv().await.unwrap().unwrap();
+    assert!(matches!(&reply, Message::Text(t) if t.as_str().contains("\"ok\"")));
+    ws
+}
+
+async fn released_within_the_close_timeout(path: Path) {
+    let hub = hub();
+    let addr = serve(&hub, path).await;
+    let mut stalled = stalled_subscriber(addr).await;
+    assert_eq!(hub.metrics().sessions, 1);
+
+    // Publish 64 KiB pushes until the hub gives up on it.
+    let payload = "z".repeat(64 << 10);
+    let mut published = 0;
+    while hub.metrics().slow_disconnects == 0 {
+        hub.publish("feed:x", &json!({ "p": payload }))
+            .await
+            .unwrap();
+        published += 1;
+        assert!(published < 10_000, "never chosen as a slow consumer");
+        tokio::task::yield_now().await;
+    }
+    let decided = Instant::now();
+    // The hub forgets the session once its socket is released.
+    let deadline = decided + CLOSE_TIMEOUT + Duration::from_secs(5);
+    while hub.metrics().sessions > 0 {
+        assert!(Instant::now() < deadline, "the socket was never released");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = decided.elapsed();
+    assert!(
+        took <= CLOSE_TIMEOUT + SLACK,
+        "released {took:?} after the decision"
+    );
+    // And the peer finds a reset connection, not a close it never read.
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stalled.recv())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Close(f))) => panic!("got the close frame: {f:?}"),
+            Some(Ok(_)) => {}
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(&end, Some(Err(Error::Io(e))) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{end:?}"
+    );
+    assert_eq!(hub.metrics().queued_bytes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_never_reading_subscriber_is_released_on_the_raw_path() {
+    released_within_the_close_timeout(Path::Raw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_never_reading_subscriber_is_released_over_hyper() {
+    released_within_the_close_timeout(Path::Hyper).await;
+}
