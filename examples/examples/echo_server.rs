@@ -223,7 +223,7 @@ async fn echo_hyper(ws: WebSocket, handshake: Handshake) {
 
 async fn echo_raw<S>(acceptor: &Acceptor, io: S)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     match acceptor.accept(io).await {
         // The request head is not needed: dropped before echoing.

@@ -77,11 +77,25 @@ fn ping(port: u16) -> bool {
             .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
 }
 
-/// Runs `cargo test --locked --all-features` in the project root (every
-/// feature, so feature-gated code such as the axum extractor and the Redis
-/// broker is tested), with a redis-server for the tests that share one.
+/// What `cargo xtask test` builds and runs: every target of every member
+/// (libraries, binaries, integration tests, examples, benches, xtask
+/// itself), with every feature, so feature-gated code such as the axum
+/// extractor and the Redis broker is tested. The tidy test
+/// `every_test_module_is_run` checks that no `#[cfg(test)]` module sits
+/// outside what this selects.
+pub(crate) const TEST_TARGETS: &[&str] = &["--workspace", "--all-targets", "--all-features"];
+
+/// Runs `cargo test` on [`TEST_TARGETS`], then the doctests (which
+/// `--all-targets` leaves out), with a redis-server for the tests that
+/// share one.
 pub(crate) fn run_tests() -> Result {
     ensure_test_tools()?;
     let (_redis, url) = start_redis()?;
-    run(cargo_cmd(["test", "--locked", "--all-features"]).env("SOCKEYE_TEST_REDIS_URL", url))
+    let mut targets = vec!["test", "--locked"];
+    targets.extend_from_slice(TEST_TARGETS);
+    run(cargo_cmd(&targets).env("SOCKEYE_TEST_REDIS_URL", &url))?;
+    run(
+        cargo_cmd(["test", "--locked", "--workspace", "--all-features", "--doc"])
+            .env("SOCKEYE_TEST_REDIS_URL", &url),
+    )
 }

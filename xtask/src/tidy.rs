@@ -353,3 +353,200 @@ fn word_matching() {
     assert!(contains_word("std::time::Instant::now()", "Instant::now"));
     assert!(!contains_word("MyInstant::now()", "Instant::now"));
 }
+
+/// One build target as `cargo metadata` describes it, with what the test
+/// command does to it.
+#[derive(Debug)]
+struct Target {
+    /// Directory the target's root file sits in: files below it belong to it.
+    root_dir: PathBuf,
+    src_path: PathBuf,
+    /// Whether `cargo test` on [`crate::test::TEST_TARGETS`] runs the
+    /// target's `#[test]` functions.
+    tested: bool,
+}
+
+/// Names of the targets the manifest declares with `harness = false`, per
+/// section (`bench`, `test`, `example`, `bin`): their `#[test]` functions are
+/// never run, the target's own `main` is.
+fn harnessless(manifest: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut section: Option<String> = None;
+    let mut name: Option<String> = None;
+    let mut no_harness = false;
+    let mut flush = |section: &Option<String>, name: &mut Option<String>, no_harness: &mut bool| {
+        if let (Some(kind), Some(n), true) = (section, name.take(), *no_harness) {
+            out.push((kind.clone(), n));
+        }
+        *no_harness = false;
+    };
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            flush(&section, &mut name, &mut no_harness);
+            section = line
+                .strip_prefix("[[")
+                .and_then(|l| l.strip_suffix("]]"))
+                .map(|s| s.trim().to_owned());
+        } else if let Some((key, value)) = line.split_once('=') {
+            let value = value.trim().trim_matches('"');
+            match key.trim() {
+                "name" => name = Some(value.to_owned()),
+                "harness" => no_harness = value == "false",
+                _ => {}
+            }
+        }
+    }
+    flush(&section, &mut name, &mut no_harness);
+    out
+}
+
+/// The targets of every workspace member, from `cargo metadata` output, with
+/// `manifest` giving each package's `Cargo.toml` text.
+fn targets(metadata: &serde_json::Value, manifest: &dyn Fn(&Path) -> String) -> Vec<Target> {
+    let mut out = Vec::new();
+    let packages = metadata["packages"].as_array().cloned().unwrap_or_default();
+    for package in &packages {
+        let manifest_path = PathBuf::from(package["manifest_path"].as_str().unwrap_or_default());
+        let no_harness = harnessless(&manifest(&manifest_path));
+        for target in package["targets"].as_array().cloned().unwrap_or_default() {
+            let kinds: Vec<&str> = target["kind"]
+                .as_array()
+                .map(|k| k.iter().filter_map(serde_json::Value::as_str).collect())
+                .unwrap_or_default();
+            let name = target["name"].as_str().unwrap_or_default();
+            let src_path = PathBuf::from(target["src_path"].as_str().unwrap_or_default());
+            // `--all-targets` builds every example and bench with the test
+            // harness; libraries, binaries and tests unless `test = false`.
+            let selected = kinds.iter().any(|k| matches!(*k, "example" | "bench"))
+                || (target["test"].as_bool() == Some(true)
+                    && kinds
+                        .iter()
+                        .any(|k| matches!(*k, "lib" | "rlib" | "proc-macro" | "bin" | "test")));
+            let harness = !no_harness
+                .iter()
+                .any(|(kind, n)| n == name && kinds.contains(&kind.as_str()));
+            out.push(Target {
+                root_dir: src_path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                src_path,
+                tested: selected && harness,
+            });
+        }
+    }
+    out
+}
+
+/// Files holding `#[cfg(test)]` code that no tested target owns. A file is
+/// owned by the target whose root file it is, else by the targets whose root
+/// directory is its longest prefix (one of them tested is enough).
+fn untested_files(files: &[(PathBuf, String)], targets: &[Target]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for (file, src) in files {
+        if !code_lines(src).iter().any(|l| l.contains("#[cfg(test)]")) {
+            continue;
+        }
+        let exact: Vec<&Target> = targets.iter().filter(|t| &t.src_path == file).collect();
+        let owners = if exact.is_empty() {
+            let depth = targets
+                .iter()
+                .filter(|t| file.starts_with(&t.root_dir))
+                .map(|t| t.root_dir.components().count())
+                .max();
+            targets
+                .iter()
+                .filter(|t| {
+                    file.starts_with(&t.root_dir) && Some(t.root_dir.components().count()) == depth
+                })
+                .collect()
+        } else {
+            exact
+        };
+        if !owners.iter().any(|t| t.tested) {
+            out.push(file.clone());
+        }
+    }
+    out
+}
+
+#[test]
+fn every_test_module_is_run() {
+    for flag in ["--workspace", "--all-targets"] {
+        assert!(
+            crate::test::TEST_TARGETS.contains(&flag),
+            "the test command lacks {flag}"
+        );
+    }
+    let root = project_root();
+    let output = std::process::Command::new(crate::util::cargo())
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .current_dir(&root)
+        .output()
+        .expect("cargo metadata runs");
+    assert!(output.status.success(), "cargo metadata failed");
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
+    let targets = targets(&metadata, &|p| read(p));
+    // Everything below the root, the separate fuzz workspace included: a
+    // test module there is not run by the test command either.
+    let files: Vec<(PathBuf, String)> = rust_files(&root, &|_| false)
+        .into_iter()
+        .map(|f| {
+            let src = read(&f);
+            (f, src)
+        })
+        .collect();
+    let untested: Vec<String> = untested_files(&files, &targets)
+        .iter()
+        .map(|f| rel(f))
+        .collect();
+    fail_if_any(
+        "#[cfg(test)] code in files that `cargo xtask test` does not run",
+        &untested,
+    );
+}
+
+#[test]
+fn untested_files_finds_harnessless_and_unselected_targets() {
+    let metadata = serde_json::json!({"packages": [{
+        "manifest_path": "/w/p/Cargo.toml",
+        "targets": [
+            {"kind": ["lib"], "name": "p", "src_path": "/w/p/src/lib.rs", "test": true},
+            {"kind": ["bin"], "name": "tool", "src_path": "/w/p/src/bin/tool.rs", "test": false},
+            {"kind": ["example"], "name": "demo", "src_path": "/w/p/examples/demo/main.rs", "test": false},
+            {"kind": ["bench"], "name": "speed", "src_path": "/w/p/benches/speed.rs", "test": false},
+        ],
+    }]});
+    let manifest = |_: &Path| {
+        "[package]\nname = \"p\"\n\n[[bench]]\nname = \"speed\"\nharness = false\n".to_owned()
+    };
+    let targets = targets(&metadata, &manifest);
+    let test_mod = "#[cfg(test)]\nmod tests {}\n".to_owned();
+    let files: Vec<(PathBuf, String)> = [
+        "/w/p/src/lib.rs",
+        "/w/p/src/deep/mod.rs",
+        "/w/p/src/bin/tool.rs",
+        "/w/p/examples/demo/main.rs",
+        "/w/p/examples/demo/part.rs",
+        "/w/p/benches/speed.rs",
+        "/w/other/src/lib.rs",
+    ]
+    .iter()
+    .map(|f| (PathBuf::from(f), test_mod.clone()))
+    .chain([(PathBuf::from("/w/p/src/plain.rs"), "fn f() {}\n".to_owned())])
+    .collect();
+    let untested = untested_files(&files, &targets);
+    let expected: Vec<PathBuf> = [
+        "/w/p/src/bin/tool.rs",
+        "/w/p/benches/speed.rs",
+        "/w/other/src/lib.rs",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
+    assert_eq!(untested, expected);
+}

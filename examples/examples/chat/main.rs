@@ -120,7 +120,12 @@ fn authorize(access: Access<'_>) -> bool {
                 .is_some_and(|t| !t.trim().is_empty() && t.chars().count() <= MAX_TEXT);
             let nick_ok = message.get("nick").and_then(Value::as_str) == Some(identity.subject());
             let ts_ok = message.get("ts").is_none_or(Value::is_number);
-            text_ok && nick_ok && ts_ok && message.len() <= 3
+            // Only the three known fields: a key count would let
+            // `{"nick", "text", "admin"}` through.
+            let fields_ok = message
+                .keys()
+                .all(|k| matches!(k.as_str(), "nick" | "text" | "ts"));
+            text_ok && nick_ok && ts_ok && fields_ok
         }
         _ => false,
     }
