@@ -10,11 +10,15 @@
 //! with backoff after each drop, until a normal close or the end of stdin.
 //! `--http2` opens the socket over HTTP/2 (RFC 8441: ALPN `h2` for `wss://`,
 //! prior knowledge for `ws://`), e.g. against `echo_server --http2`.
+//!
+//! At the end of stdin the client sends a normal close and keeps printing
+//! what the server sent before its own close (or until the close timeout),
+//! then exits 0: `printf 'hello\n' | client URL` prints the replies to `hello`.
 
 use futures_util::{SinkExt, StreamExt};
 use sockeye_examples::{Args, runtime};
-use sockeye_hyper::Message;
 use sockeye_hyper::client::{ClientBuilder, ReconnectEvent};
+use sockeye_hyper::{CloseCode, Message};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
@@ -120,9 +124,10 @@ where
         + futures_util::Sink<Message, Error = sockeye_proto::Error>
         + Unpin,
 {
+    let mut stdin_done = false;
     loop {
         tokio::select! {
-            line = lines.recv() => match line {
+            line = lines.recv(), if !stdin_done => match line {
                 Some(line) => {
                     if let Err(e) = ws.send(Message::text(line)).await {
                         eprintln!("send failed: {e}");
@@ -130,8 +135,14 @@ where
                     }
                 }
                 None => {
-                    let _ = ws.close().await;
-                    return End::Stdin;
+                    // Start the close handshake but keep reading: what the
+                    // server sent before its own close is still printed.
+                    // `SinkExt::close` would drop it.
+                    stdin_done = true;
+                    if let Err(e) = ws.send(Message::close(CloseCode::NORMAL, "")).await {
+                        eprintln!("close failed: {e}");
+                        return End::Stdin;
+                    }
                 }
             },
             msg = ws.next() => match msg {
@@ -145,6 +156,7 @@ where
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => eprintln!("error: {e}"),
+                None if stdin_done => return End::Stdin,
                 None => return End::Socket,
             },
         }

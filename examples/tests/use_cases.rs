@@ -384,3 +384,37 @@ async fn echo_server_serves_websockets_over_http2_and_http1() {
             .success()
     );
 }
+
+/// The status line `chat` answers to an upgrade that names `host` (and an
+/// `Origin` on the same host, as a rebound page sends).
+fn chat_upgrade_status(addr: SocketAddr, host: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        tcp,
+        "GET /ws?nick=ann HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n\
+         Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(tcp).read_line(&mut line).unwrap();
+    line
+}
+
+/// DNS rebinding (issue 21.6): on loopback, `chat` answers only to the
+/// loopback names on its port, plus `--allowed-host`.
+#[test]
+fn chat_on_loopback_refuses_rebound_host_names() {
+    let chat = Proc::start("chat", &["--allowed-host", "chat.test"]);
+    let port = chat.addr.port();
+    for (host, expected) in [
+        (format!("evil.example:{port}"), "403"),
+        (format!("127.0.0.1:{port}"), "101"),
+        (format!("localhost:{port}"), "101"),
+        (format!("chat.test:{port}"), "101"),
+    ] {
+        let status = chat_upgrade_status(chat.addr, &host);
+        assert!(status.contains(expected), "{host}: {status}");
+    }
+}

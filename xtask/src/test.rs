@@ -87,9 +87,18 @@ pub(crate) const TEST_TARGETS: &[&str] = &["--workspace", "--all-targets", "--al
 
 /// Runs `cargo test` on [`TEST_TARGETS`], then the doctests (which
 /// `--all-targets` leaves out), with a redis-server for the tests that
-/// share one.
+/// share one. The example binaries are built first: the integration tests
+/// run them as processes, and `--all-targets` builds examples as test
+/// harnesses only.
 pub(crate) fn run_tests() -> Result {
     ensure_test_tools()?;
+    run(&mut cargo_cmd([
+        "build",
+        "--locked",
+        "--workspace",
+        "--examples",
+        "--all-features",
+    ]))?;
     let (_redis, url) = start_redis()?;
     let mut targets = vec!["test", "--locked"];
     targets.extend_from_slice(TEST_TARGETS);

@@ -194,6 +194,14 @@ impl OriginPolicy {
 
     /// The origin's host and port must be the request's `Host` (the
     /// default: pages served by this server only).
+    ///
+    /// This trusts the `Host` header to name this server. A page on
+    /// `http://evil.example` whose DNS name is re-pointed at this server's
+    /// address (DNS rebinding) sends `Host: evil.example` and a matching
+    /// `Origin`, so same-origin alone lets it in. A server reached only
+    /// under known names should also list them with
+    /// [`OriginLayer::allow_hosts`]; one bound to loopback gets the
+    /// loopback names with [`OriginLayer::bound_to`].
     pub fn same_origin() -> Self {
         Self(Policy::SameOrigin)
     }
@@ -289,7 +297,8 @@ fn same_host(origin: &Origin, host: &str) -> bool {
     }
 }
 
-/// An allow-list entry that is not an origin.
+/// An allow-list entry that is not an origin, or (from
+/// [`OriginLayer::allow_hosts`]) not a `host[:port]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvalidOrigin(pub String);
 
@@ -300,6 +309,41 @@ impl fmt::Display for InvalidOrigin {
 }
 
 impl std::error::Error for InvalidOrigin {}
+
+// ===== impl HostRule =====
+
+/// Which `Host` headers a request may carry: the loopback names on the
+/// port the server is bound to, plus the operator's list. An empty rule
+/// (neither) allows every host.
+#[derive(Clone, Debug, Default)]
+struct HostRule {
+    /// The listening port, when the listener is on a loopback address.
+    loopback_port: Option<u16>,
+    /// Extra names; `None` as the port allows any port.
+    allowed: Vec<(String, Option<u16>)>,
+}
+
+impl HostRule {
+    fn is_empty(&self) -> bool {
+        self.loopback_port.is_none() && self.allowed.is_empty()
+    }
+
+    fn allows(&self, host: Option<&str>) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        let Some((name, port)) = host.and_then(|h| split_host_port(h.trim())) else {
+            return false;
+        };
+        let loopback = matches!(name.as_str(), "localhost" | "127.0.0.1" | "::1");
+        if loopback && port.is_some() && port == self.loopback_port {
+            return true;
+        }
+        self.allowed
+            .iter()
+            .any(|(n, p)| *n == name && (p.is_none() || *p == port))
+    }
+}
 
 // ===== impl OriginLayer =====
 
@@ -313,6 +357,9 @@ impl std::error::Error for InvalidOrigin {}
 ///   get 403.
 /// - Only WebSocket upgrade requests are checked, unless
 ///   [`check_all_requests`](Self::check_all_requests).
+/// - With [`bound_to`](Self::bound_to) a loopback address or
+///   [`allow_hosts`](Self::allow_hosts), a checked request whose `Host`
+///   is not one of the allowed names gets 403 too (DNS rebinding).
 ///
 /// ```
 /// use sockeye_auth::{OriginLayer, OriginPolicy};
@@ -325,6 +372,7 @@ pub struct OriginLayer {
     policy: OriginPolicy,
     require_origin: bool,
     all_requests: bool,
+    hosts: Arc<HostRule>,
 }
 
 impl OriginLayer {
@@ -334,7 +382,68 @@ impl OriginLayer {
             policy,
             require_origin: false,
             all_requests: false,
+            hosts: Arc::default(),
         }
+    }
+
+    /// The address the server listens on. When it is a loopback address,
+    /// only requests to `localhost`, `127.0.0.1` or `[::1]` with that port
+    /// pass (plus [`allow_hosts`](Self::allow_hosts)), as development
+    /// servers such as Vite and Jupyter do: a page whose DNS name is
+    /// re-pointed at 127.0.0.1 (DNS rebinding) still names its own host
+    /// and is refused. Any other address changes nothing.
+    ///
+    /// ```
+    /// use http::HeaderMap;
+    /// use sockeye_auth::{OriginLayer, OriginPolicy};
+    /// let layer = OriginLayer::new(OriginPolicy::same_origin())
+    ///     .bound_to("127.0.0.1:8080".parse().unwrap());
+    /// let request = |host: &str| {
+    ///     let mut h = HeaderMap::new();
+    ///     h.insert("host", host.parse().unwrap());
+    ///     h.insert("origin", format!("http://{host}").parse().unwrap());
+    ///     layer.check(&h)
+    /// };
+    /// assert!(request("localhost:8080").is_ok());
+    /// assert!(request("127.0.0.1:8080").is_ok());
+    /// assert!(request("evil.example:8080").is_err()); // same-origin, wrong host
+    /// ```
+    #[must_use]
+    pub fn bound_to(mut self, addr: std::net::SocketAddr) -> Self {
+        let rule = Arc::make_mut(&mut self.hosts);
+        rule.loopback_port = addr.ip().is_loopback().then_some(addr.port());
+        self
+    }
+
+    /// Host names requests may carry (`host` for any port, or
+    /// `host:port`), beside the loopback names of
+    /// [`bound_to`](Self::bound_to). Once any name is listed, a checked
+    /// request with another `Host` (or none) gets 403. Fails on an entry
+    /// that is not `host[:port]`.
+    ///
+    /// ```
+    /// use sockeye_auth::{OriginLayer, OriginPolicy};
+    /// let layer = OriginLayer::new(OriginPolicy::same_origin())
+    ///     .bound_to("127.0.0.1:8080".parse().unwrap())
+    ///     .allow_hosts(["chat.test", "dev.example:8080"])
+    ///     .unwrap();
+    /// # drop(layer);
+    /// assert!(OriginLayer::new(OriginPolicy::any()).allow_hosts(["http://x"]).is_err());
+    /// ```
+    pub fn allow_hosts<I, S>(mut self, hosts: I) -> Result<Self, InvalidOrigin>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let rule = Arc::make_mut(&mut self.hosts);
+        for host in hosts {
+            let host = host.as_ref();
+            let parsed = split_host_port(host.trim())
+                .filter(|_| !host.contains(['/', '@', ' ', '?', '#']))
+                .ok_or_else(|| InvalidOrigin(host.to_owned()))?;
+            rule.allowed.push(parsed);
+        }
+        Ok(self)
     }
 
     /// Refuse requests without an `Origin` header (browsers always send one
@@ -355,6 +464,19 @@ impl OriginLayer {
     /// The decision for a request's headers: `Ok(Some(origin))` allowed,
     /// `Ok(None)` no Origin and allowed, `Err(reason)` refused.
     pub fn check(&self, headers: &HeaderMap) -> Result<Option<Origin>, &'static str> {
+        self.check_for(headers, headers.get(HOST).and_then(|h| h.to_str().ok()))
+    }
+
+    /// [`check`](Self::check) with the request's host given (HTTP/2
+    /// carries it in the `:authority`, not in a `Host` header).
+    fn check_for(
+        &self,
+        headers: &HeaderMap,
+        host: Option<&str>,
+    ) -> Result<Option<Origin>, &'static str> {
+        if !self.hosts.allows(host) {
+            return Err("Host not allowed");
+        }
         let mut values = headers.get_all(ORIGIN).iter();
         let value = match (values.next(), values.next()) {
             (None, _) if self.require_origin => return Err("an Origin header is required"),
@@ -367,7 +489,6 @@ impl OriginLayer {
             return Err("Origin null is not allowed");
         }
         let origin = Origin::parse(text.trim()).ok_or("unparsable Origin")?;
-        let host = headers.get(HOST).and_then(|h| h.to_str().ok());
         if self.policy.allows(&origin, host) {
             Ok(Some(origin))
         } else {
@@ -428,7 +549,11 @@ where
         if !self.layer.all_requests && !is_upgrade(&req) {
             return Reject::pass(self.inner.call(req));
         }
-        match self.layer.check(req.headers()) {
+        let host = match req.headers().get(HOST) {
+            Some(h) => h.to_str().ok(),
+            None => req.uri().authority().map(http::uri::Authority::as_str),
+        };
+        match self.layer.check_for(req.headers(), host) {
             Ok(origin) => {
                 if let Some(origin) = origin {
                     req.extensions_mut().insert(origin);

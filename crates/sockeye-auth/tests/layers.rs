@@ -40,6 +40,18 @@ where
     S::Future: Send + 'static,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_on(listener, service)
+}
+
+/// [`serve`] on a listener already bound.
+fn serve_on<S>(listener: TcpListener, service: S) -> SocketAddr
+where
+    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
@@ -88,9 +100,14 @@ fn upgrade()
 
 /// A raw upgrade request with extra header lines; returns the status line.
 async fn status(addr: SocketAddr, extra: &str) -> String {
+    status_for_host(addr, &addr.to_string(), extra).await
+}
+
+/// [`status`] with the given `Host` header.
+async fn status_for_host(addr: SocketAddr, host: &str, extra: &str) -> String {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
     );
     tcp.write_all(req.as_bytes()).await.unwrap();
@@ -188,6 +205,52 @@ async fn same_origin_by_default_require_origin_and_pages() {
     assert!(
         first_line(&status(addr, "Origin: https://anything.example\r\n").await).contains("101")
     );
+}
+
+/// DNS rebinding: a page on `evil.example`, re-resolved to 127.0.0.1, sends
+/// `Host` and `Origin` that agree. Same-origin alone lets it in; bound to
+/// loopback, only the loopback names (and the operator's list) pass.
+#[tokio::test]
+async fn dns_rebinding_is_refused_on_a_loopback_server() {
+    let open = serve(OriginLayer::new(OriginPolicy::same_origin()).layer(upgrade())).await;
+    let port = open.port();
+    let rebound = |host: String| (host.clone(), format!("Origin: http://{host}\r\n"));
+    let (host, origin) = rebound(format!("evil.example:{port}"));
+    let resp = status_for_host(open, &host, &origin).await;
+    assert!(
+        first_line(&resp).contains("101"),
+        "without bound_to: {resp}"
+    );
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let layer = OriginLayer::new(OriginPolicy::same_origin())
+        .bound_to(addr)
+        .allow_hosts(["chat.test"])
+        .unwrap();
+    serve_on(listener, layer.layer(upgrade()));
+    let p = addr.port();
+    for (host, expected) in [
+        (format!("evil.example:{p}"), "403"),
+        (format!("127.0.0.1:{p}"), "101"),
+        (format!("localhost:{p}"), "101"),
+        (format!("LOCALHOST:{p}"), "101"),
+        (format!("[::1]:{p}"), "101"),
+        (format!("localhost:{}", p.wrapping_add(1)), "403"),
+        ("localhost".to_owned(), "403"),
+        (format!("chat.test:{p}"), "101"),
+        ("chat.test".to_owned(), "101"),
+        (format!("127.0.0.1.evil.example:{p}"), "403"),
+    ] {
+        let (host, origin) = rebound(host);
+        let resp = status_for_host(addr, &host, &origin).await;
+        assert!(first_line(&resp).contains(expected), "{host} -> {resp}");
+    }
+    // A client without Origin is held to the same hosts.
+    let resp = status_for_host(addr, &format!("evil.example:{p}"), "").await;
+    assert!(first_line(&resp).contains("403"), "{resp}");
+    let resp = status_for_host(addr, &format!("127.0.0.1:{p}"), "").await;
+    assert!(first_line(&resp).contains("101"), "{resp}");
 }
 
 #[tokio::test]

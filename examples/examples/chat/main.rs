@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release --example chat -- [--addr 127.0.0.1:8080]
 //!     [--redis redis://127.0.0.1:6379 [--redis-mode standalone|sharded]]
-//!     [--allow-origin ORIGIN]... [--rate-limit N] [--threads N]
+//!     [--allow-origin ORIGIN]... [--allowed-host HOST]... [--rate-limit N] [--threads N]
 //! ```
 //! Open http://127.0.0.1:8080 in two windows. Prints `listening on ADDR`
 //! once ready.
@@ -20,7 +20,11 @@
 //! - With `WEBSOCKETS_DISABLE=1` set, upgrades are refused (503) and the
 //!   page falls back to Server-Sent Events + POST on the same URL.
 //! - Defaults that matter in production: only same-origin pages may
-//!   connect (`--allow-origin` adds others), 20 commands a second per
+//!   connect (`--allow-origin` adds others); bound to a loopback address
+//!   (the default), only requests to `localhost`, `127.0.0.1` or `[::1]`
+//!   on its port reach the socket, so a page re-resolved to 127.0.0.1 (DNS
+//!   rebinding) is refused (`--allowed-host NAME[:PORT]` adds names; on
+//!   another address, list the names the server is reached under); 20 commands a second per
 //!   socket, 4 KiB per message and 2000 characters of text, nicknames of
 //!   1–32 letters, digits, spaces and `_-.`; a message must carry its
 //!   sender's nickname.
@@ -41,7 +45,8 @@ use tower::{ServiceBuilder, ServiceExt};
 const PAGE: &str = include_str!("index.html");
 
 const USAGE: &str = "usage: chat [--addr HOST:PORT] [--redis URL [--redis-mode standalone|sharded]] \
-                     [--allow-origin ORIGIN]... [--rate-limit N] [--threads N]";
+                     [--allow-origin ORIGIN]... [--allowed-host HOST]... [--rate-limit N] \
+                     [--threads N]";
 
 /// The longest message text, in characters.
 const MAX_TEXT: usize = 2000;
@@ -54,6 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "redis",
             "redis-mode",
             "allow-origin",
+            "allowed-host",
             "rate-limit",
             "threads",
         ],
@@ -68,6 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = Options {
         redis: args.value("redis").map(|url| (url.to_owned(), mode)),
         origins: args.values("allow-origin").to_vec(),
+        hosts: args.values("allowed-host").to_vec(),
         rate: args.parsed("rate-limit", 20.0f64),
     };
     runtime(args.parsed("threads", 0usize))?.block_on(serve(addr, options))
@@ -76,6 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 struct Options {
     redis: Option<(String, RedisMode)>,
     origins: Vec<String>,
+    hosts: Vec<String>,
     rate: f64,
 }
 
@@ -152,15 +160,22 @@ async fn serve(addr: String, options: Options) -> Result<(), Box<dyn std::error:
         );
     }
     let hub = builder.build();
+    let listener = TcpListener::bind(&addr).await?;
+    let local = listener.local_addr()?;
 
-    // Same-origin pages only (plus --allow-origin), for the upgrade and for
-    // the fallback's GET and POST alike.
+    // Same-origin pages only (plus --allow-origin), on the server's own
+    // host names (loopback ones when bound to loopback, plus
+    // --allowed-host), for the upgrade and for the fallback's GET and POST
+    // alike.
     let policy = if options.origins.is_empty() {
         OriginPolicy::same_origin()
     } else {
         OriginPolicy::same_origin().or(OriginPolicy::list(&options.origins)?)
     };
-    let origins = OriginLayer::new(policy).check_all_requests(true);
+    let origins = OriginLayer::new(policy)
+        .check_all_requests(true)
+        .bound_to(local)
+        .allow_hosts(&options.hosts)?;
     // The nickname is the identity (no passwords in a demo); the page
     // sends it as `?nick=`.
     let nicks = AuthLayer::new(|creds: Credentials| async move {
@@ -191,8 +206,6 @@ async fn serve(addr: String, options: Options) -> Result<(), Box<dyn std::error:
         }
     });
 
-    let listener = TcpListener::bind(&addr).await?;
-    let local = listener.local_addr()?;
     println!("listening on {local}");
     eprintln!(
         "chat: http://{local}/ ({}{})",

@@ -3,8 +3,11 @@
 //! field 20 times a second, as binary messages.
 //!
 //! ```text
-//! cargo run --example game -- [--addr 127.0.0.1:8082]
+//! cargo run --example game -- [--addr 127.0.0.1:8082] [--allowed-host HOST]...
 //! ```
+//! Bound to loopback (the default), only requests naming `localhost`,
+//! `127.0.0.1` or `[::1]` on its port reach the socket (DNS rebinding);
+//! `--allowed-host NAME[:PORT]` adds names.
 //! Open http://127.0.0.1:8082 in a few windows and move the mouse (or a
 //! finger). Prints `listening on ADDR` once ready.
 //!
@@ -71,12 +74,13 @@ const INPUT: u8 = 1;
 const SNAPSHOT: u8 = 2;
 const WELCOME: u8 = 3;
 
-const USAGE: &str = "usage: game [--addr HOST:PORT]";
+const USAGE: &str = "usage: game [--addr HOST:PORT] [--allowed-host HOST]...";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse(USAGE, &["addr"], &[]);
+    let args = Args::parse(USAGE, &["addr", "allowed-host"], &[]);
     let addr = args.value("addr").unwrap_or("127.0.0.1:8082").to_owned();
-    runtime(0)?.block_on(serve(addr))
+    let hosts = args.values("allowed-host").to_vec();
+    runtime(0)?.block_on(serve(addr, hosts))
 }
 
 /// One dot.
@@ -149,7 +153,7 @@ impl Drop for Seat<'_> {
     }
 }
 
-async fn serve(addr: String) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(addr: String, hosts: Vec<String>) -> Result<(), Box<dyn std::error::Error>> {
     let empty = PreparedMessage::new(Message::binary(encode_snapshot(&BTreeMap::new())))?;
     let (snapshots, _) = watch::channel(empty);
     let game = Arc::new(Game {
@@ -166,6 +170,8 @@ async fn serve(addr: String) -> Result<(), Box<dyn std::error::Error>> {
         .max_frame_size(1024)
         .keepalive_interval(Some(Duration::from_secs(30)))
         .build();
+    let listener = TcpListener::bind(&addr).await?;
+    let local = listener.local_addr()?;
     let drain = Drain::new();
     let player = {
         let game = Arc::clone(&game);
@@ -173,7 +179,11 @@ async fn serve(addr: String) -> Result<(), Box<dyn std::error::Error>> {
     };
     // Pages of other sites may not join (scripts without `Origin` may).
     let socket = ServiceBuilder::new()
-        .layer(OriginLayer::new(OriginPolicy::same_origin()))
+        .layer(
+            OriginLayer::new(OriginPolicy::same_origin())
+                .bound_to(local)
+                .allow_hosts(&hosts)?,
+        )
         .service(UpgradeService::new(player).config(config).drain(&drain));
     let service = tower::service_fn(move |req: Request<Incoming>| {
         let socket = socket.clone();
@@ -186,8 +196,6 @@ async fn serve(addr: String) -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    let listener = TcpListener::bind(&addr).await?;
-    let local = listener.local_addr()?;
     println!("listening on {local}");
     eprintln!("game: http://{local}/ (20 ticks a second, up to {MAX_PLAYERS} players)");
     accept_loop(

@@ -2,8 +2,11 @@
 //! once a second and streams them to a page that draws live charts.
 //!
 //! ```text
-//! cargo run --example monitor -- [--addr 127.0.0.1:8081]
+//! cargo run --example monitor -- [--addr 127.0.0.1:8081] [--allowed-host HOST]...
 //! ```
+//! Bound to loopback (the default), only requests naming `localhost`,
+//! `127.0.0.1` or `[::1]` on its port reach the socket (DNS rebinding);
+//! `--allowed-host NAME[:PORT]` adds names.
 //! Open http://127.0.0.1:8081 and watch. Prints `listening on ADDR` once
 //! ready. Linux only: it reads `/proc/stat`, `/proc/meminfo` and
 //! `/proc/loadavg`.
@@ -57,15 +60,16 @@ const TOPIC: &str = "metrics:host";
 /// Samples kept for a page that opens (two minutes at one a second).
 const HISTORY: usize = 120;
 
-const USAGE: &str = "usage: monitor [--addr HOST:PORT]";
+const USAGE: &str = "usage: monitor [--addr HOST:PORT] [--allowed-host HOST]...";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse(USAGE, &["addr"], &[]);
+    let args = Args::parse(USAGE, &["addr", "allowed-host"], &[]);
     let addr = args.value("addr").unwrap_or("127.0.0.1:8081").to_owned();
-    runtime(0)?.block_on(serve(addr))
+    let hosts = args.values("allowed-host").to_vec();
+    runtime(0)?.block_on(serve(addr, hosts))
 }
 
-async fn serve(addr: String) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(addr: String, hosts: Vec<String>) -> Result<(), Box<dyn std::error::Error>> {
     // Fail early, before listening, where there is no /proc to read.
     let first = read_cpu()
         .await
@@ -85,9 +89,16 @@ async fn serve(addr: String) -> Result<(), Box<dyn std::error::Error>> {
     // Host metrics are for this page only: other sites' pages that a
     // browser opens may not connect (requests without `Origin`, from
     // scripts and tools, pass).
+    let listener = TcpListener::bind(&addr).await?;
+    let local = listener.local_addr()?;
     let drain = Drain::new();
     let socket = ServiceBuilder::new()
-        .layer(OriginLayer::new(OriginPolicy::same_origin()).check_all_requests(true))
+        .layer(
+            OriginLayer::new(OriginPolicy::same_origin())
+                .check_all_requests(true)
+                .bound_to(local)
+                .allow_hosts(&hosts)?,
+        )
         .service(hub.service().drain(&drain));
     let service = tower::service_fn(move |req: Request<Incoming>| {
         let socket = socket.clone();
@@ -100,8 +111,6 @@ async fn serve(addr: String) -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    let listener = TcpListener::bind(&addr).await?;
-    let local = listener.local_addr()?;
     println!("listening on {local}");
     eprintln!("monitor: http://{local}/ (topic {TOPIC}, one sample a second)");
     // On Ctrl-C or SIGTERM: every session (WebSocket, or SSE fallback) is

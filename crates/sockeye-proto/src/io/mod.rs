@@ -137,6 +137,20 @@ where
     /// `reason` (if none was sent yet), then reads, dropping messages, until
     /// the peer's close arrives and the transport is closed, or the close
     /// timeout passes.
+    ///
+    /// Messages the peer sent before its close are dropped here (as by
+    /// `SinkExt::close`). To keep them, send the close as a message and
+    /// read on until `None`; the close timeout still bounds the wait:
+    ///
+    /// ```no_run
+    /// # async fn f(mut ws: sockeye_proto::WebSocket<tokio::net::TcpStream>) -> Result<(), sockeye_proto::Error> {
+    /// use sockeye_proto::{CloseCode, Message};
+    /// ws.send(Message::close(CloseCode::NORMAL, "done")).await?;
+    /// while let Some(message) = ws.recv().await {
+    ///     println!("{:?}", message?); // the last replies, then the peer's close
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
         if self.driver.conn.state() == State::Open {
             self.driver.conn.close(code, reason)?;
