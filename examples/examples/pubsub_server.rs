@@ -7,7 +7,7 @@
 //! ```text
 //! cargo run --release --example pubsub_server -- --addr 127.0.0.1:9002
 //!     [--redis redis://127.0.0.1:6379 [--redis-mode standalone|sharded]]
-//!     [--threads N] [--deflate] [--allow-origin ORIGIN]... [--rate-limit N]
+//!     [--threads N] [--deflate] [--allow-origin ORIGIN]... [--rate-limit N] [--history-mb N] [--history-topics N]
 //! ```
 //! Prints `listening on ADDR` once ready. Without `--redis` the hub uses the
 //! in-memory broker; with it, several servers on one Redis deliver each
@@ -23,14 +23,16 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use sockeye_auth::{OriginLayer, OriginPolicy};
 use sockeye_deflate::{DeflateConfig, DeflateLayer};
-use sockeye_examples::{Args, HttpVersions, accept_loop, hyper_connection, runtime, text_body};
+use sockeye_examples::{
+    Args, HttpVersions, accept_loop, history_budget, hyper_connection, runtime, text_body,
+};
 use sockeye_hyper::server::Drain;
-use sockeye_pubsub::{Hub, Namespace, RateLimit, RedisBroker, RedisMode};
+use sockeye_pubsub::{HistoryBudget, Hub, Namespace, RateLimit, RedisBroker, RedisMode};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 
 const USAGE: &str = "usage: pubsub_server [--addr HOST:PORT] [--redis URL [--redis-mode standalone|sharded]] \
-                     [--threads N] [--deflate] [--allow-origin ORIGIN]... [--rate-limit N]";
+                     [--threads N] [--deflate] [--allow-origin ORIGIN]... [--rate-limit N] [--history-mb N] [--history-topics N]";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse(
@@ -42,6 +44,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "threads",
             "allow-origin",
             "rate-limit",
+            "history-mb",
+            "history-topics",
         ],
         &["deflate"],
     );
@@ -61,6 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         deflate: args.switch("deflate"),
         origins,
         rate: args.parsed("rate-limit", 100.0f64),
+        history: history_budget(&args),
     };
     runtime(args.parsed("threads", 0usize))?.block_on(serve(addr, options))
 }
@@ -70,6 +75,7 @@ struct Options {
     deflate: bool,
     origins: Option<OriginLayer>,
     rate: f64,
+    history: HistoryBudget,
 }
 
 async fn serve(addr: String, options: Options) -> Result<(), Box<dyn std::error::Error>> {
@@ -78,6 +84,7 @@ async fn serve(addr: String, options: Options) -> Result<(), Box<dyn std::error:
         deflate,
         origins,
         rate,
+        history,
     } = options;
     let test = Namespace::new()
         .client_publish(true)
@@ -89,7 +96,8 @@ async fn serve(addr: String, options: Options) -> Result<(), Box<dyn std::error:
     let mut builder = Hub::builder()
         .namespace("test", test)
         .namespace("bench", bench)
-        .rate_limit(RateLimit::new(rate, burst));
+        .rate_limit(RateLimit::new(rate, burst))
+        .history_budget(history);
     if let Some((url, mode)) = &redis {
         let broker = RedisBroker::builder(url.as_str())
             .mode(*mode)

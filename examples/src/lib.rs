@@ -110,6 +110,17 @@ impl Args {
     }
 }
 
+/// The hub's history budget from `--history-mb N` (MiB, default 64) and
+/// `--history-topics N` (default 100,000).
+pub fn history_budget(args: &Args) -> sockeye_pubsub::HistoryBudget {
+    let default = sockeye_pubsub::HistoryBudget::default();
+    let mb: usize = args.parsed("history-mb", default.bytes >> 20);
+    sockeye_pubsub::HistoryBudget::new(
+        mb.saturating_mul(1 << 20),
+        args.parsed("history-topics", default.topics),
+    )
+}
+
 /// A tokio runtime: current-thread for `threads == 1`, else multi-thread
 /// with that many workers (0: one per core).
 pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {

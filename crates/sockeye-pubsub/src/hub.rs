@@ -31,7 +31,7 @@ use crate::queue::{PushTopic, QueueLimits};
 use crate::session::{
     Bucket, RateLimit, Session, SessionHandle, Strikes, rate_limited_reply, refused_reply,
 };
-use crate::topic::{Namespace, topic_namespace};
+use crate::topic::{HistoryBudget, Namespace, topic_namespace};
 
 /// A session's command budget: the rate limit and the strikes.
 pub(crate) struct Limits {
@@ -89,6 +89,7 @@ pub struct HubBuilder {
     max_subscriptions: usize,
     linger: Duration,
     deflate: Option<sockeye_deflate::DeflateConfig>,
+    history_budget: HistoryBudget,
 }
 
 impl std::fmt::Debug for HubBuilder {
@@ -112,6 +113,7 @@ impl Default for HubBuilder {
             max_subscriptions: 256,
             linger: Duration::from_secs(2),
             deflate: None,
+            history_budget: HistoryBudget::default(),
         }
     }
 }
@@ -174,6 +176,19 @@ impl HubBuilder {
         self
     }
 
+    /// The bound on all history this hub keeps at its broker (default
+    /// [`HistoryBudget::default`]: 64 MiB over 100,000 topics). Past it
+    /// the oldest publications, across namespaces, are evicted first.
+    /// [`MemoryBroker`] enforces it. A Redis broker keeps each topic to its
+    /// history size (stream `MAXLEN`) and TTL (key expiry); to bound all
+    /// topics together there, run Redis with `maxmemory` and a `volatile-*`
+    /// eviction policy (every key sockeye writes has a TTL): a `since` whose
+    /// history Redis evicted is answered with `recovered: false`.
+    pub fn history_budget(mut self, budget: HistoryBudget) -> Self {
+        self.history_budget = budget;
+        self
+    }
+
     /// How long a topic stays subscribed at the broker after its last local
     /// subscriber leaves (default 2 s), so churn does not hammer the broker.
     pub fn linger(mut self, linger: Duration) -> Self {
@@ -203,6 +218,7 @@ impl HubBuilder {
             rate: self.rate,
             max_strikes: self.max_strikes,
             max_subscriptions: self.max_subscriptions,
+            history_budget: self.history_budget,
             linger: self.linger,
             deflate: self.deflate,
             metrics: Arc::new(Metrics::default()),
@@ -256,6 +272,7 @@ pub(crate) struct Inner {
     rate: RateLimit,
     max_strikes: u32,
     max_subscriptions: usize,
+    history_budget: HistoryBudget,
     linger: Duration,
     deflate: Option<sockeye_deflate::DeflateConfig>,
     metrics: Arc<Metrics>,
@@ -338,7 +355,16 @@ impl Hub {
 
     /// The hub's counters.
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.inner.metrics.snapshot()
+        let topics = self
+            .inner
+            .shards
+            .iter()
+            .map(|s| lock(s).len())
+            .sum::<usize>();
+        MetricsSnapshot {
+            topics: topics as u64,
+            ..self.inner.metrics.snapshot()
+        }
     }
 
     /// Publishes a value (serialised to JSON once) to a topic, from the
@@ -837,6 +863,8 @@ impl Inner {
     ) -> Result<Option<StreamPosition>, Error> {
         let options = PublishOptions {
             history: ns.history,
+            budget: self.history_budget,
+            namespace_budget: ns.history_budget,
         };
         self.broker.publish(topic, json, options).await
     }
@@ -1072,6 +1100,10 @@ impl Inner {
         let mut shard = lock(self.shard(name));
         if still_empty(&shard) {
             shard.remove(name);
+            if shard.capacity() > 64 && shard.len() * 4 < shard.capacity() {
+                let len = shard.len();
+                shard.shrink_to(len * 2);
+            }
         }
     }
 

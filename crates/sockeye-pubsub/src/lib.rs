@@ -53,7 +53,9 @@ mod sse;
 mod topic;
 
 pub use authorizer::{Access, Action, AllowAll, Authorizer};
-pub use broker::{Broker, BrokerEvent, BrokerHandler, Member, MemoryBroker, Publication};
+pub use broker::{
+    Broker, BrokerEvent, BrokerHandler, HistoryStats, Member, MemoryBroker, Publication,
+};
 #[cfg(feature = "redis")]
 pub use broker::{RedisBroker, RedisBrokerBuilder, RedisMode};
 pub use error::{Error, ErrorCode};
@@ -65,4 +67,4 @@ pub use protocol::StreamPosition;
 pub use session::{RateLimit, SessionHandle};
 #[cfg(feature = "hyper")]
 pub use sse::SseService;
-pub use topic::{History, Namespace, SlowConsumer, topic_namespace};
+pub use topic::{History, HistoryBudget, Namespace, SlowConsumer, topic_namespace};

@@ -28,6 +28,9 @@ pub struct MetricsSnapshot {
     pub queued_bytes: u64,
     /// Open sessions.
     pub sessions: u64,
+    /// Topics this hub holds state for (subscribed, or lingering after
+    /// their last subscriber left).
+    pub topics: u64,
 }
 
 impl Metrics {
@@ -40,6 +43,7 @@ impl Metrics {
             slow_disconnects: self.slow_disconnects.load(r),
             queued_bytes: self.queued_bytes.load(r).max(0) as u64,
             sessions: self.sessions.load(r).max(0) as u64,
+            topics: 0,
         }
     }
 

@@ -190,8 +190,11 @@ impl Session {
         self.lock().subscriptions.insert(topic, ns);
     }
 
+    /// Drops a subscription and what the queue remembers of the topic.
     pub(crate) fn remove_subscription(&self, topic: &str) -> bool {
-        self.lock().subscriptions.remove(topic).is_some()
+        let mut state = self.lock();
+        state.queue.clear_lag(topic);
+        state.subscriptions.remove(topic).is_some()
     }
 
     /// Ends the session: returns its subscriptions for the hub to drop.

@@ -30,6 +30,39 @@ pub struct History {
     pub ttl: Duration,
 }
 
+/// A bound on retained history: bytes (each publication's data plus a
+/// fixed 64 bytes of bookkeeping) and the number of topics holding any.
+/// Past either, the oldest publications are evicted first; a client that
+/// resubscribes `since` an evicted one gets `recovered: false`.
+///
+/// ```
+/// use sockeye_pubsub::HistoryBudget;
+/// let budget = HistoryBudget::default();
+/// assert_eq!((budget.bytes, budget.topics), (64 << 20, 100_000));
+/// let small = HistoryBudget::new(1 << 20, 1_000);
+/// # drop(small);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryBudget {
+    /// Bytes of history kept (default 64 MiB).
+    pub bytes: usize,
+    /// Topics with history kept (default 100,000).
+    pub topics: usize,
+}
+
+impl HistoryBudget {
+    /// At most `bytes` of history over at most `topics` topics.
+    pub const fn new(bytes: usize, topics: usize) -> Self {
+        Self { bytes, topics }
+    }
+}
+
+impl Default for HistoryBudget {
+    fn default() -> Self {
+        Self::new(64 << 20, 100_000)
+    }
+}
+
 /// Options of one namespace (the part of a topic name before `:`).
 ///
 /// ```
@@ -46,6 +79,7 @@ pub struct History {
 pub struct Namespace {
     pub(crate) client_publish: bool,
     pub(crate) history: Option<History>,
+    pub(crate) history_budget: Option<HistoryBudget>,
     pub(crate) presence: bool,
     pub(crate) max_subscribers: Option<usize>,
     pub(crate) max_name_len: usize,
@@ -67,6 +101,7 @@ impl Namespace {
         Self {
             client_publish: false,
             history: None,
+            history_budget: None,
             presence: false,
             max_subscribers: None,
             max_name_len: 255,
@@ -87,6 +122,16 @@ impl Namespace {
     #[must_use]
     pub fn history(mut self, size: usize, ttl: Duration) -> Self {
         self.history = (size > 0).then_some(History { size, ttl });
+        self
+    }
+
+    /// A budget for this namespace's history, within the hub's
+    /// ([`HubBuilder::history_budget`](crate::HubBuilder::history_budget)):
+    /// so that one namespace filling up evicts its own oldest publications,
+    /// not another's. Default: none beyond the hub's.
+    #[must_use]
+    pub fn history_budget(mut self, budget: HistoryBudget) -> Self {
+        self.history_budget = Some(budget);
         self
     }
 

@@ -13,7 +13,9 @@ use sockeye_deflate::DeflateConfig;
 use sockeye_hyper::client::{Backoff, ClientBuilder};
 use sockeye_proto::CloseCode;
 use sockeye_pubsub::client::{Item, PubSubClient};
-use sockeye_pubsub::{Access, Action, Hub, Namespace, RateLimit, SlowConsumer};
+use sockeye_pubsub::{
+    Access, Action, HistoryBudget, Hub, MemoryBroker, Namespace, RateLimit, SlowConsumer,
+};
 
 fn chat() -> Namespace {
     Namespace::new()
@@ -609,4 +611,89 @@ async fn rust_client_recovers_missed_publications_after_a_drop() {
     }
     client.close().await;
     drop((relay, server));
+}
+
+/// Waits (bounded) until `done` holds.
+async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done() {
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+#[tokio::test]
+async fn topic_churn_leaves_no_state_behind() {
+    let broker = std::sync::Arc::new(MemoryBroker::new());
+    let hub = Hub::builder()
+        .namespace("chat", chat())
+        .shared_broker(broker.clone())
+        .rate_limit(RateLimit::new(1e9, u32::MAX))
+        .linger(Duration::ZERO)
+        .build();
+    let server = Server::start(&hub).await;
+    let mut c = Client::connect(&server.url()).await;
+    for round in 0..3 {
+        for i in 0..2_000 {
+            let topic = format!("chat:r{round}-{i}");
+            c.subscribe(&topic).await;
+            c.ok(&format!(r#"{{"op":"unsubscribe","topic":"{topic}"}}"#))
+                .await;
+        }
+        assert!(
+            eventually(|| hub.metrics().topics == 0 && broker.history_stats().logs == 0).await,
+            "round {round}: hub {:?}, broker {:?}",
+            hub.metrics(),
+            broker.history_stats()
+        );
+    }
+    // The socket is still served.
+    c.subscribe("chat:still").await;
+    hub.publish("chat:still", &1).await.unwrap();
+    assert_eq!(pushes(&mut c, "chat:still", 1).await[0]["data"], 1);
+}
+
+#[tokio::test]
+async fn publications_to_distinct_topics_stay_within_the_history_budget() {
+    let broker = std::sync::Arc::new(MemoryBroker::new());
+    let budget = HistoryBudget::new(256 << 10, 1_000);
+    let hub = Hub::builder()
+        .namespace("chat", chat())
+        .shared_broker(broker.clone())
+        .history_budget(budget)
+        .rate_limit(RateLimit::new(1e9, u32::MAX))
+        .build();
+    let server = Server::start(&hub).await;
+    let mut c = Client::connect(&server.url()).await;
+    let data = format!("\"{}\"", "z".repeat(4_000));
+    let mut first = None;
+    for i in 0..500 {
+        let ok = c.publish(&format!("chat:p{i}"), &data).await;
+        first.get_or_insert(ok);
+        let stats = broker.history_stats();
+        assert!(stats.bytes <= budget.bytes, "{stats:?}");
+    }
+    let stats = broker.history_stats();
+    assert!(
+        stats.evicted > 400 && stats.topics == stats.logs,
+        "{stats:?}"
+    );
+    // The first topic's history was evicted: resuming says so.
+    let first = first.unwrap();
+    let id = c
+        .command(&format!(
+            r#"{{"op":"subscribe","topic":"chat:p0","since":{{"offset":0,"epoch":{}}}}}"#,
+            first["epoch"]
+        ))
+        .await;
+    assert_eq!(c.reply(id).await.0["ok"]["recovered"], false);
+    // The newest is still there.
+    let id = c
+        .command(r#"{"op":"subscribe","topic":"chat:p499","since":{"offset":0,"epoch":"x"}}"#)
+        .await;
+    let (reply, _) = c.reply(id).await;
+    assert_eq!(reply["ok"]["offset"], 1);
 }

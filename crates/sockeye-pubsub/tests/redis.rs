@@ -455,3 +455,47 @@ async fn sharded_pubsub_on_a_redis_cluster() {
     }
     assert!(holders >= 2, "all topics landed on one shard");
 }
+
+/// `INFO memory`'s `used_memory`, in bytes.
+async fn used_memory(redis: &RedisServer) -> u64 {
+    let info = redis.command("INFO memory").await;
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn redis_history_stays_within_maxmemory_and_evictions_are_reported() {
+    // Every key sockeye writes carries a TTL, so a Redis with a memory cap
+    // and a volatile eviction policy bounds all topics' history together.
+    let redis = RedisServer::start_with(&[
+        "--save",
+        "",
+        "--maxmemory",
+        "8mb",
+        "--maxmemory-policy",
+        "volatile-lru",
+    ])
+    .await;
+    let p = prefix("budget");
+    let a = hub(&[redis.url()], &p, RedisMode::Standalone).await;
+    let data = "r".repeat(60 << 10);
+    let first = a.publish("chat:p0", &data).await.unwrap().unwrap();
+    for i in 1..400 {
+        a.publish(&format!("chat:p{i}"), &data).await.unwrap();
+    }
+    let used = used_memory(&redis).await;
+    assert!(used < 12 << 20, "24 MiB published, {used} bytes used");
+    let sa = Server::start(&a).await;
+    let mut c = Client::connect(&sa.url()).await;
+    let id = c
+        .command(&format!(
+            r#"{{"op":"subscribe","topic":"chat:p0","since":{{"offset":0,"epoch":"{}"}}}}"#,
+            first.epoch
+        ))
+        .await;
+    assert_eq!(c.reply(id).await.0["ok"]["recovered"], false);
+}

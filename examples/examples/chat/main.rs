@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release --example chat -- [--addr 127.0.0.1:8080]
 //!     [--redis redis://127.0.0.1:6379 [--redis-mode standalone|sharded]]
-//!     [--allow-origin ORIGIN]... [--allowed-host HOST]... [--rate-limit N] [--threads N]
+//!     [--allow-origin ORIGIN]... [--allowed-host HOST]... [--rate-limit N] [--history-mb N] [--history-topics N] [--threads N]
 //! ```
 //! Open http://127.0.0.1:8080 in two windows. Prints `listening on ADDR`
 //! once ready.
@@ -36,16 +36,18 @@ use hyper::body::Incoming;
 use serde_json::Value;
 use sockeye_auth::{AuthLayer, Credentials, Identity, OriginLayer, OriginPolicy, Rejection};
 use sockeye_deflate::{DeflateConfig, DeflateLayer};
-use sockeye_examples::{Args, html_page, not_found, runtime, serve_hub};
+use sockeye_examples::{Args, history_budget, html_page, not_found, runtime, serve_hub};
 use sockeye_hyper::server::Drain;
-use sockeye_pubsub::{Access, Action, Hub, Namespace, RateLimit, RedisBroker, RedisMode};
+use sockeye_pubsub::{
+    Access, Action, HistoryBudget, Hub, Namespace, RateLimit, RedisBroker, RedisMode,
+};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 
 const PAGE: &str = include_str!("index.html");
 
 const USAGE: &str = "usage: chat [--addr HOST:PORT] [--redis URL [--redis-mode standalone|sharded]] \
-                     [--allow-origin ORIGIN]... [--allowed-host HOST]... [--rate-limit N] \
+                     [--allow-origin ORIGIN]... [--allowed-host HOST]... [--rate-limit N] [--history-mb N] [--history-topics N] \
                      [--threads N]";
 
 /// The longest message text, in characters.
@@ -61,6 +63,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "allow-origin",
             "allowed-host",
             "rate-limit",
+            "history-mb",
+            "history-topics",
             "threads",
         ],
         &[],
@@ -76,6 +80,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         origins: args.values("allow-origin").to_vec(),
         hosts: args.values("allowed-host").to_vec(),
         rate: args.parsed("rate-limit", 20.0f64),
+        history: history_budget(&args),
     };
     runtime(args.parsed("threads", 0usize))?.block_on(serve(addr, options))
 }
@@ -85,6 +90,7 @@ struct Options {
     origins: Vec<String>,
     hosts: Vec<String>,
     rate: f64,
+    history: HistoryBudget,
 }
 
 /// A nickname: 1–32 letters, digits, spaces, `_`, `-` or `.`, not blank.
@@ -150,6 +156,7 @@ async fn serve(addr: String, options: Options) -> Result<(), Box<dyn std::error:
         .namespace("chat", rooms)
         .authorizer(authorize)
         .rate_limit(RateLimit::new(options.rate, burst))
+        .history_budget(options.history)
         .deflate(DeflateConfig::new());
     if let Some((url, mode)) = &options.redis {
         builder = builder.broker(

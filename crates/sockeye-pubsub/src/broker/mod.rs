@@ -12,13 +12,13 @@ use std::sync::{Arc, Weak};
 
 use serde::{Deserialize, Serialize};
 
-pub use self::memory::MemoryBroker;
+pub use self::memory::{HistoryStats, MemoryBroker};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisBroker, RedisBrokerBuilder, RedisMode};
 
 use crate::error::Error;
 use crate::protocol::StreamPosition;
-use crate::topic::History;
+use crate::topic::{History, HistoryBudget};
 
 /// A boxed future, as the object-safe [`Broker`] trait returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -107,6 +107,10 @@ pub struct HistoryState {
 pub struct PublishOptions {
     /// Keep the publication in the topic's history.
     pub history: Option<History>,
+    /// The bound on all history the publishing hub keeps.
+    pub budget: HistoryBudget,
+    /// The bound on the topic's namespace's history, if it has its own.
+    pub namespace_budget: Option<HistoryBudget>,
 }
 
 /// The transport between hubs: subscriptions, publication with history,
