@@ -55,5 +55,9 @@ async fn main() -> std::io::Result<()> {
         .route("/ws", get(ws));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("listening on {}", listener.local_addr()?);
-    axum::serve(listener, app).await
+    // hyper with the raw path's limits (handshake deadline, head size,
+    // 414, connection caps), stopping on Ctrl-C or SIGTERM.
+    sockeye_hyper::serve(listener, app)
+        .with_graceful_shutdown(sockeye_examples::shutdown_signal())
+        .await
 }

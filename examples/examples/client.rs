@@ -3,13 +3,16 @@
 //!
 //! ```text
 //! cargo run --example client -- URL [--proxy URL] [--header 'K: V']... [--protocol P]... [--reconnect]
-//!     [--http2]
+//!     [--http2] [--deflate]
 //! ```
 //! `--proxy` tunnels through an HTTP CONNECT proxy (otherwise `HTTPS_PROXY`,
 //! `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` apply). `--reconnect` reconnects
 //! with backoff after each drop, until a normal close or the end of stdin.
 //! `--http2` opens the socket over HTTP/2 (RFC 8441: ALPN `h2` for `wss://`,
 //! prior knowledge for `ws://`), e.g. against `echo_server --http2`.
+//! `--deflate` offers permessage-deflate (RFC 7692); what the server
+//! agreed is printed to stderr (`extensions: ...`). A message that inflates
+//! past the 64 MiB message limit (a compression bomb) closes with 1009.
 //!
 //! At the end of stdin the client sends a normal close and keeps printing
 //! what the server sent before its own close (or until the close timeout),
@@ -23,13 +26,13 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
 const USAGE: &str = "usage: client URL [--proxy URL] [--header 'K: V']... [--protocol P]... \
-                     [--reconnect] [--http2]";
+                     [--reconnect] [--http2] [--deflate]";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse(
         USAGE,
         &["proxy", "header", "protocol"],
-        &["reconnect", "http2"],
+        &["reconnect", "http2", "deflate"],
     );
     let Some(url) = args.positional().first().cloned() else {
         eprintln!("{USAGE}");
@@ -46,6 +49,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         builder = builder.header(name.trim(), value.trim());
     }
     builder = builder.protocols(args.values("protocol").iter().cloned());
+    if args.switch("deflate") {
+        builder = builder.deflate(sockeye_deflate::DeflateConfig::new());
+    }
     let reconnect = args.switch("reconnect");
     let http2 = args.switch("http2");
     if reconnect && http2 {
@@ -109,6 +115,9 @@ async fn run(
 fn print_protocol(response: &http::Response<()>) {
     if let Some(p) = response.headers().get("sec-websocket-protocol") {
         eprintln!("subprotocol: {}", p.to_str().unwrap_or("?"));
+    }
+    if let Some(e) = response.headers().get("sec-websocket-extensions") {
+        eprintln!("extensions: {}", e.to_str().unwrap_or("?"));
     }
 }
 

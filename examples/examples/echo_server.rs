@@ -6,6 +6,7 @@
 //! cargo run --release --example echo_server -- --addr 127.0.0.1:9001 [--threads N] [--raw]
 //!     [--deflate] [--deflate-takeover] [--tls-cert cert.pem --tls-key key.pem]
 //!     [--allow-origin ORIGIN]... [--bearer TOKEN] [--http2]
+//!     [--max-connections N] [--max-connections-per-ip N]
 //! ```
 //! Prints `listening on ADDR` once ready. `--threads 1` runs a current-thread
 //! runtime; otherwise a multi-thread runtime with N workers (default: one per
@@ -20,7 +21,10 @@
 //! requires `Authorization: Bearer TOKEN` (401 without, 403 if wrong).
 //! `--http2` serves HTTP/2 beside HTTP/1.1 (h2c by prior knowledge; `h2`
 //! by ALPN with TLS) and accepts WebSockets over it (RFC 8441 extended
-//! CONNECT). Ctrl-C or SIGTERM drains: every open socket gets close
+//! CONNECT). The hyper path runs under `sockeye_hyper::serve`: the same
+//! handshake deadline, head and header limits as the raw path, 414 past an
+//! 8 KiB request target, and 503 past `--max-connections` (default 65,536)
+//! or `--max-connections-per-ip` (default off). Ctrl-C or SIGTERM drains: every open socket gets close
 //! 1001, then the process exits.
 
 use std::sync::Arc;
@@ -31,50 +35,50 @@ use sockeye_auth::{
     AuthLayer, Credentials, Identity, OriginLayer, OriginPolicy, Rejection, Secret,
 };
 use sockeye_deflate::{DeflateConfig, DeflateLayer};
-use sockeye_examples::{Args, HttpVersions, accept_loop, hyper_connection, runtime, tls_acceptor};
+use sockeye_examples::{Args, Caps, runtime, shutdown_signal, tls_config};
 use sockeye_hyper::server::{Drain, Handshake, UpgradeService, WebSocket};
 use sockeye_proto::{Acceptor, Config, Message};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tower::ServiceBuilder;
 
 const USAGE: &str = "usage: echo_server [--addr HOST:PORT] [--threads N] [--raw] [--deflate] \
                      [--deflate-takeover] \
                      [--tls-cert PEM --tls-key PEM] [--allow-origin ORIGIN]... [--bearer TOKEN] \
-                     [--http2]";
+                     [--http2] [--max-connections N] [--max-connections-per-ip N]";
 
 struct Options {
     raw: bool,
-    versions: HttpVersions,
+    http2: bool,
     deflate: Option<DeflateConfig>,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     origins: Option<OriginLayer>,
     bearer: Option<Secret>,
+    caps: Caps,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse(
         USAGE,
         &[
-            "addr",
-            "threads",
-            "tls-cert",
-            "tls-key",
-            "allow-origin",
-            "bearer",
-        ],
+            &[
+                "addr",
+                "threads",
+                "tls-cert",
+                "tls-key",
+                "allow-origin",
+                "bearer",
+            ],
+            &Caps::FLAGS[..],
+        ]
+        .concat(),
         &["raw", "deflate", "deflate-takeover", "http2"],
     );
-    let versions = if args.switch("http2") {
-        HttpVersions::Http1And2
-    } else {
-        HttpVersions::Http1
-    };
+    let http2 = args.switch("http2");
     let addr = args.value("addr").unwrap_or("127.0.0.1:9001").to_owned();
     let threads = args.parsed("threads", 0usize);
     let tls = match (args.value("tls-cert"), args.value("tls-key")) {
-        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key, versions)?),
+        (Some(cert), Some(key)) => Some(tls_config(cert, key, http2)?),
         (None, None) => None,
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
@@ -82,12 +86,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         [] => None,
         list => Some(OriginLayer::new(OriginPolicy::list(list)?)),
     };
-    if versions == HttpVersions::Http1And2 && args.switch("raw") {
+    if http2 && args.switch("raw") {
         return Err("--http2 serves through hyper; the raw accept path is HTTP/1.1 only".into());
     }
     let options = Options {
         raw: args.switch("raw"),
-        versions,
+        http2,
         deflate: if args.switch("deflate-takeover") {
             Some(DeflateConfig::new().server_no_context_takeover(false))
         } else {
@@ -96,6 +100,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         tls,
         origins,
         bearer: args.value("bearer").map(Secret::new),
+        caps: Caps::from_args(&args),
     };
     runtime(threads)?.block_on(serve(addr, options))?;
     Ok(())
@@ -117,10 +122,10 @@ async fn serve(addr: String, options: Options) -> std::io::Result<()> {
     eprintln!(
         "echo server: {scheme}://{}/ ({}{})",
         listener.local_addr()?,
-        match (options.raw, options.versions) {
+        match (options.raw, options.http2) {
             (true, _) => "raw accept",
-            (false, HttpVersions::Http1) => "hyper",
-            (false, HttpVersions::Http1And2) => "hyper, HTTP/1.1 and HTTP/2",
+            (false, false) => "hyper",
+            (false, true) => "hyper, HTTP/1.1 and HTTP/2",
         },
         if options.deflate.is_some() {
             ", permessage-deflate"
@@ -141,21 +146,12 @@ async fn serve(addr: String, options: Options) -> std::io::Result<()> {
                 .check_request(move |req| raw_check(req, origins.as_ref(), bearer.as_ref()));
         }
         let acceptor = Arc::new(acceptor);
-        return accept_loop(listener, &drain, move |tcp, _stop| {
-            let acceptor = Arc::clone(&acceptor);
-            let tls = tls.clone();
-            // Two task types: a TLS stream's state is kilobytes, and a
-            // plain connection's task must not be sized for it.
-            match tls {
-                Some(tls) => drop(tokio::spawn(async move {
-                    match tls.accept(tcp).await {
-                        Ok(stream) => echo_raw(&acceptor, stream).await,
-                        Err(e) => eprintln!("TLS handshake failed: {e}"),
-                    }
-                })),
-                None => drop(tokio::spawn(async move { echo_raw(&acceptor, tcp).await })),
-            }
-        })
+        return accept_raw(
+            listener,
+            acceptor,
+            tls.map(tokio_rustls::TlsAcceptor::from),
+            &drain,
+        )
         .await;
     }
     // hyper: Origin -> Auth -> Deflate -> UpgradeService, each layer only if asked for.
@@ -181,12 +177,62 @@ async fn serve(addr: String, options: Options) -> std::io::Result<()> {
                 .config(config())
                 .drain(&drain),
         );
-    accept_loop(
-        listener,
-        &drain,
-        hyper_connection(service, tls, options.versions),
-    )
-    .await
+    let mut server = sockeye_examples::serve(listener, service, &drain, options.caps, || {})
+        .config(config())
+        .http2(options.http2);
+    if let Some(tls) = tls {
+        server = server.tls(tls);
+    }
+    server.await
+}
+
+/// The raw accept path: sockeye-proto's `Acceptor` on each connection
+/// (TLS first when configured), until Ctrl-C or SIGTERM, then a drain.
+async fn accept_raw(
+    listener: TcpListener,
+    acceptor: Arc<Acceptor>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    drain: &Drain,
+) -> std::io::Result<()> {
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    eprintln!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = Arc::clone(&acceptor);
+        // Two task types: a TLS stream's state is kilobytes, and a plain
+        // connection's task must not be sized for it.
+        match tls.clone() {
+            Some(tls) => drop(tokio::spawn(async move {
+                let deadline = config().handshake_timeout();
+                match tokio::time::timeout(deadline, tls.accept(tcp)).await {
+                    Ok(Ok(stream)) => echo_raw(&acceptor, stream).await,
+                    Ok(Err(e)) => eprintln!("TLS handshake failed: {e}"),
+                    Err(_) => eprintln!("TLS handshake timed out"),
+                }
+            })),
+            None => drop(tokio::spawn(async move { echo_raw(&acceptor, tcp).await })),
+        }
+    }
+    eprintln!(
+        "shutting down: closing {} socket(s) with 1001",
+        drain.open_sockets()
+    );
+    let report = drain.shutdown().await;
+    eprintln!(
+        "drained: {} closed, {} dropped",
+        report.closed, report.forced
+    );
+    Ok(())
 }
 
 /// The same checks on the raw accept path (synchronous: the token is compared here).

@@ -8,6 +8,7 @@
 //! cargo run --release --example pubsub_server -- --addr 127.0.0.1:9002
 //!     [--redis redis://127.0.0.1:6379 [--redis-mode standalone|sharded]]
 //!     [--threads N] [--deflate] [--allow-origin ORIGIN]... [--rate-limit N] [--history-mb N] [--history-topics N]
+//!     [--max-connections N] [--max-connections-per-ip N]
 //! ```
 //! Prints `listening on ADDR` once ready. Without `--redis` the hub uses the
 //! in-memory broker; with it, several servers on one Redis deliver each
@@ -23,16 +24,15 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use sockeye_auth::{OriginLayer, OriginPolicy};
 use sockeye_deflate::{DeflateConfig, DeflateLayer};
-use sockeye_examples::{
-    Args, HttpVersions, accept_loop, history_budget, hyper_connection, runtime, text_body,
-};
+use sockeye_examples::{Args, Caps, history_budget, runtime, serve_hub, text_body};
 use sockeye_hyper::server::Drain;
 use sockeye_pubsub::{HistoryBudget, Hub, Namespace, RateLimit, RedisBroker, RedisMode};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 
 const USAGE: &str = "usage: pubsub_server [--addr HOST:PORT] [--redis URL [--redis-mode standalone|sharded]] \
-                     [--threads N] [--deflate] [--allow-origin ORIGIN]... [--rate-limit N] [--history-mb N] [--history-topics N]";
+                     [--threads N] [--deflate] [--allow-origin ORIGIN]... [--rate-limit N] [--history-mb N] [--history-topics N] \
+                     [--max-connections N] [--max-connections-per-ip N]";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse(
@@ -46,6 +46,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "rate-limit",
             "history-mb",
             "history-topics",
+            Caps::FLAGS[0],
+            Caps::FLAGS[1],
         ],
         &["deflate"],
     );
@@ -66,6 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         origins,
         rate: args.parsed("rate-limit", 100.0f64),
         history: history_budget(&args),
+        caps: Caps::from_args(&args),
     };
     runtime(args.parsed("threads", 0usize))?.block_on(serve(addr, options))
 }
@@ -76,6 +79,7 @@ struct Options {
     origins: Option<OriginLayer>,
     rate: f64,
     history: HistoryBudget,
+    caps: Caps,
 }
 
 async fn serve(addr: String, options: Options) -> Result<(), Box<dyn std::error::Error>> {
@@ -85,6 +89,7 @@ async fn serve(addr: String, options: Options) -> Result<(), Box<dyn std::error:
         origins,
         rate,
         history,
+        caps,
     } = options;
     let test = Namespace::new()
         .client_publish(true)
@@ -138,11 +143,6 @@ async fn serve(addr: String, options: Options) -> Result<(), Box<dyn std::error:
             None => "in-memory broker".to_owned(),
         }
     );
-    accept_loop(
-        listener,
-        &drain,
-        hyper_connection(service, None, HttpVersions::Http1),
-    )
-    .await?;
+    serve_hub(listener, service, &drain, caps, &hub).await?;
     Ok(())
 }

@@ -1,20 +1,15 @@
 //! Shared helpers for the sockeye examples: a tiny command-line parser (the
 //! examples' flags are an interface; this keeps them uniform), runtime
-//! construction, and the accept loop serving hyper connections with
-//! upgrades and a drain on Ctrl-C/SIGTERM.
+//! construction, TLS from PEM files, and `sockeye_hyper::serve` with the
+//! examples' connection-cap flags and a drain on Ctrl-C/SIGTERM.
 #![forbid(unsafe_code)]
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use sockeye_hyper::Body;
 use sockeye_hyper::server::Drain;
 use std::collections::HashMap;
-use std::convert::Infallible;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
+use tokio::net::TcpListener;
 
 /// Parsed `--flag value` and `--switch` arguments plus positionals.
 #[derive(Debug, Default)]
@@ -137,12 +132,13 @@ pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
-/// A TLS acceptor from PEM files: a certificate chain and a private key.
-pub fn tls_acceptor(
+/// A TLS server configuration from PEM files: a certificate chain and a
+/// private key; ALPN offers `h2` too when `http2` is on.
+pub fn tls_config(
     cert: &str,
     key: &str,
-    versions: HttpVersions,
-) -> Result<tokio_rustls::TlsAcceptor, Box<dyn std::error::Error>> {
+    http2: bool,
+) -> Result<std::sync::Arc<rustls::ServerConfig>, Box<dyn std::error::Error>> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_file_iter(cert)
@@ -155,11 +151,12 @@ pub fn tls_acceptor(
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
-    config.alpn_protocols = match versions {
-        HttpVersions::Http1 => vec![b"http/1.1".to_vec()],
-        HttpVersions::Http1And2 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
     };
-    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+    Ok(std::sync::Arc::new(config))
 }
 
 // ---- Serving over hyper, shared by the server examples ----
@@ -194,216 +191,86 @@ pub fn not_found() -> Response<Body> {
     resp
 }
 
-/// Serves `service` over HTTP/1 (plain TCP) until Ctrl-C or SIGTERM; then
-/// every session of `hub` (WebSocket or event stream) is closed with 1001,
-/// and the sockets and HTTP connections drain.
-pub async fn serve_hub<S>(
+/// The connection caps of a server example: `--max-connections N`
+/// (default 65,536) and `--max-connections-per-ip N` (default none).
+#[derive(Clone, Copy, Debug)]
+pub struct Caps {
+    /// Open connections at most (503 beyond).
+    pub max: usize,
+    /// Open connections per client IP at most (503 beyond).
+    pub per_ip: Option<usize>,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Self {
+            max: sockeye_hyper::serve::DEFAULT_MAX_CONNECTIONS,
+            per_ip: None,
+        }
+    }
+}
+
+impl Caps {
+    /// The flags [`Caps::from_args`] reads, to list in [`Args::parse`].
+    pub const FLAGS: [&'static str; 2] = ["max-connections", "max-connections-per-ip"];
+
+    /// The caps from the flags.
+    pub fn from_args(args: &Args) -> Self {
+        let per_ip = args.parsed("max-connections-per-ip", 0usize);
+        Self {
+            max: args.parsed("max-connections", Self::default().max),
+            per_ip: (per_ip > 0).then_some(per_ip),
+        }
+    }
+}
+
+/// `sockeye_hyper::serve` on `listener` under `caps`, draining `drain` on
+/// Ctrl-C or SIGTERM after `on_shutdown` ran (a pub/sub hub closes its
+/// sessions there, so event streams end and their connections finish).
+pub fn serve<S, B>(
     listener: TcpListener,
-    drain: &Drain,
     service: S,
+    drain: &Drain,
+    caps: Caps,
+    on_shutdown: impl FnOnce() + Send + 'static,
+) -> sockeye_hyper::Serve<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+{
+    let open = drain.clone();
+    sockeye_hyper::serve(listener, service)
+        .max_connections(caps.max)
+        .max_connections_per_ip(caps.per_ip)
+        .drain(drain)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            on_shutdown();
+            eprintln!(
+                "shutting down: closing {} socket(s) with 1001",
+                open.open_sockets()
+            );
+        })
+}
+
+/// A hub's server: [`serve`] closing every session of `hub` (WebSocket or
+/// event stream) with 1001 on shutdown.
+pub fn serve_hub<S, B>(
+    listener: TcpListener,
+    service: S,
+    drain: &Drain,
+    caps: Caps,
     hub: &sockeye_pubsub::Hub,
-) -> std::io::Result<()>
+) -> sockeye_hyper::Serve<S>
 where
-    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
 {
-    let closing = hub.clone();
-    accept_loop_with(
-        listener,
-        drain,
-        hyper_connection(service, None, HttpVersions::Http1),
-        move || {
-            closing.close_all(sockeye_proto::CloseCode::GOING_AWAY, "server shutting down");
-        },
-    )
-    .await
+    let hub = hub.clone();
+    serve(listener, service, drain, caps, move || {
+        hub.close_all(sockeye_proto::CloseCode::GOING_AWAY, "server shutting down");
+    })
 }
 
-/// Accepts until Ctrl-C or SIGTERM, handing each connection to `on_conn`,
-/// then drains the sockets and waits (at most [`HTTP_GRACE`]) for the plain
-/// HTTP connections to finish their responses.
-pub async fn accept_loop<F>(listener: TcpListener, drain: &Drain, on_conn: F) -> std::io::Result<()>
-where
-    F: Fn(TcpStream, watch::Receiver<bool>),
-{
-    accept_loop_with(listener, drain, on_conn, || {}).await
-}
-
-/// [`accept_loop`] running `on_shutdown` first when the signal comes (a
-/// pub/sub hub closes its sessions there, so event streams end and HTTP
-/// connections can finish).
-pub async fn accept_loop_with<F>(
-    listener: TcpListener,
-    drain: &Drain,
-    on_conn: F,
-    on_shutdown: impl FnOnce(),
-) -> std::io::Result<()>
-where
-    F: Fn(TcpStream, watch::Receiver<bool>),
-{
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut shutdown = std::pin::pin!(shutdown_signal());
-    loop {
-        let (tcp, _) = tokio::select! {
-            accepted = listener.accept() => accepted?,
-            () = &mut shutdown => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        on_conn(tcp, stop_rx.clone());
-    }
-    on_shutdown();
-    // Plain HTTP connections finish their request and close; sockets drain.
-    let _ = stop_tx.send(true);
-    eprintln!(
-        "shutting down: closing {} socket(s) with 1001",
-        drain.open_sockets()
-    );
-    let report = drain.shutdown().await;
-    eprintln!(
-        "drained: {} closed, {} dropped",
-        report.closed, report.forced
-    );
-    // Every connection task holds a receiver until hyper is done with it;
-    // an event stream that got its closing event finishes writing here,
-    // instead of being cut when the runtime stops.
-    drop(stop_rx);
-    if tokio::time::timeout(HTTP_GRACE, stop_tx.closed())
-        .await
-        .is_err()
-    {
-        eprintln!(
-            "{} HTTP connection(s) still open after {HTTP_GRACE:?}: dropped",
-            stop_tx.receiver_count()
-        );
-    }
-    Ok(())
-}
-
-/// How long a shutdown waits for plain HTTP connections (event streams,
-/// slow responses) once the sockets have drained.
-pub const HTTP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Which HTTP versions a server example speaks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum HttpVersions {
-    /// HTTP/1.1 only (WebSockets by upgrade).
-    #[default]
-    Http1,
-    /// HTTP/1.1 and HTTP/2 (h2c by prior knowledge, or `h2` by ALPN over
-    /// TLS), with RFC 8441 extended CONNECT announced for WebSockets.
-    Http1And2,
-}
-
-/// Serves each connection with hyper, speaking `versions` (upgrades on),
-/// over TLS when an acceptor is given.
-pub fn hyper_connection<S>(
-    service: S,
-    tls: Option<TlsAcceptor>,
-    versions: HttpVersions,
-) -> impl Fn(TcpStream, watch::Receiver<bool>)
-where
-    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    move |tcp, mut stop| {
-        let svc = TowerToHyperService::new(service.clone());
-        let tls = tls.clone();
-        // Two task types, so a plain connection's task is not sized for
-        // a TLS stream's state (kilobytes).
-        match tls {
-            None => drop(tokio::spawn(async move {
-                serve_io(TokioIo::new(tcp), svc, versions, &mut stop).await;
-            })),
-            Some(tls) => drop(tokio::spawn(async move {
-                let Ok(stream) = tls.accept(tcp).await else {
-                    return;
-                };
-                serve_io(TokioIo::new(stream), svc, versions, &mut stop).await;
-            })),
-        }
-    }
-}
-
-async fn serve_io<I, S>(io: I, svc: S, versions: HttpVersions, stop: &mut watch::Receiver<bool>)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    match versions {
-        HttpVersions::Http1 => {
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, svc);
-            serve_http(conn.with_upgrades(), stop).await;
-        }
-        HttpVersions::Http1And2 => {
-            let mut builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            builder.http2().enable_connect_protocol();
-            serve_http(builder.serve_connection_with_upgrades(io, svc), stop).await;
-        }
-    }
-}
-
-/// A served HTTP connection that can be asked to finish its requests and
-/// close (hyper's and hyper-util's upgradeable connections).
-pub trait GracefulHttp: std::future::Future {
-    /// Stops taking new requests; the future ends once the open ones do.
-    fn shut_down(self: std::pin::Pin<&mut Self>);
-}
-
-impl<I, S> GracefulHttp for hyper::server::conn::http1::UpgradeableConnection<I, S>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::HttpService<Incoming>,
-    S::ResBody: 'static,
-    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    fn shut_down(self: std::pin::Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
-
-impl<I, S, B> GracefulHttp
-    for hyper_util::server::conn::auto::UpgradeableConnection<
-        '_,
-        I,
-        S,
-        hyper_util::rt::TokioExecutor,
-    >
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    fn shut_down(self: std::pin::Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
-
-/// Serves one HTTP connection; on shutdown lets it finish its request.
-pub async fn serve_http<C: GracefulHttp>(conn: C, stop: &mut watch::Receiver<bool>) {
-    let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        _ = stop.changed() => {
-            conn.as_mut().shut_down();
-            let _ = conn.await;
-        }
-    }
-}
-
+/// Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     #[cfg(unix)]
     {

@@ -130,3 +130,103 @@ async fn client_prints_what_arrives_after_stdin_ends() {
 async fn client_through_a_proxy_prints_what_arrives_after_stdin_ends() {
     prints_every_reply(true).await;
 }
+
+/// A raw DEFLATE stream of `mib` MiB of zeros, as permessage-deflate
+/// carries it: one sync-flushed MiB, repeated (each copy decodes on its
+/// own: a literal, then back-references to it), without the final
+/// `00 00 ff ff`.
+fn zeros_deflated(mib: usize) -> Vec<u8> {
+    let mut c = flate2::Compress::new(flate2::Compression::fast(), false);
+    let mut one = Vec::with_capacity(16 << 10);
+    c.compress_vec(&vec![0u8; 1 << 20], &mut one, flate2::FlushCompress::Sync)
+        .unwrap();
+    assert!(one.ends_with(&[0, 0, 0xff, 0xff]));
+    let mut all = one.repeat(mib);
+    all.truncate(all.len() - 4);
+    all
+}
+
+/// The client's peak resident memory, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn client_with_deflate_closes_a_compression_bomb_with_1009() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut child = Command::new(example_binary("client"))
+        .arg(format!("ws://{addr}/"))
+        .arg("--deflate")
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("ALL_PROXY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut tcp, _) = listener.accept().await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(tcp.read(&mut b).await.unwrap(), 1);
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.contains("permessage-deflate"), "no offer: {head}");
+    let key = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap();
+    let accept = sockeye_proto::handshake::accept_key(key.as_bytes());
+    tcp.write_all(
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: permessage-deflate; \
+             server_no_context_takeover; client_no_context_takeover\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // One compressed binary message of 1 GiB of zeros, about 1 MiB on the
+    // wire: past the client's 64 MiB message limit.
+    let bomb = zeros_deflated(1024);
+    let mut frame = vec![0xC2, 127];
+    frame.extend_from_slice(&(bomb.len() as u64).to_be_bytes());
+    frame.extend_from_slice(&bomb);
+    // The client may close before it read the whole frame.
+    let _ = tcp.write_all(&frame).await;
+    // Its close frame: masked, code first.
+    let mut close = [0u8; 8];
+    tokio::time::timeout(Duration::from_secs(20), tcp.read_exact(&mut close))
+        .await
+        .expect("no close from the client")
+        .unwrap();
+    assert_eq!(close[0], 0x88, "{close:?}");
+    let code = u16::from_be_bytes([close[6] ^ close[2], close[7] ^ close[3]]);
+    assert_eq!(code, 1009);
+    // Inflation stopped at the limit: nowhere near the bomb's 1 GiB.
+    let peak = peak_rss_kib(child.id());
+    assert!(peak < 160 << 10, "client peaked at {peak} KiB");
+    drop(tcp);
+    drop(child.stdin.take());
+    let status = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        stderr.contains("extensions: permessage-deflate"),
+        "{stderr}"
+    );
+}

@@ -5,6 +5,28 @@
 //!
 //! Settings come from an [`Upgrader`] put in the request extensions (e.g.
 //! `Router::layer(axum::Extension(upgrader))`), else the defaults.
+//!
+//! An app served by [`serve`](crate::serve()) (the README's), with the
+//! limits of the raw accept path:
+//!
+//! ```no_run
+//! use axum::{Router, response::Response, routing::get};
+//! use sockeye_hyper::{Message, axum::WebSocketUpgrade};
+//!
+//! async fn ws(upgrade: WebSocketUpgrade) -> Response {
+//!     upgrade.on_upgrade(|mut socket| async move {
+//!         while let Some(Ok(Message::Text(text))) = socket.recv().await {
+//!             let _ = socket.send(format!("echo: {text}")).await;
+//!         }
+//!     })
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//!     sockeye_hyper::serve(listener, Router::new().route("/ws", get(ws))).await
+//! }
+//! ```
 
 use std::future::Future;
 

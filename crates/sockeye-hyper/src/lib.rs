@@ -127,9 +127,13 @@ mod body;
 pub mod client;
 mod disable;
 mod error;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod server;
 
 pub use body::{Body, BoxError};
 pub use disable::{DISABLE_ENV, disabled_by_env};
 pub use error::Error;
+#[cfg(feature = "serve")]
+pub use serve::{ConnectionHandle, Serve, serve};
 pub use sockeye_proto::{CloseCode, CloseFrame, Config, Message};

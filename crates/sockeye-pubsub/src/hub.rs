@@ -574,13 +574,19 @@ impl Hub {
     }
 
     #[cfg(feature = "hyper")]
+    /// The live SSE session of `token`: one the server ended is gone at
+    /// once (404 to its POSTs), before its stream has finished.
     pub(crate) fn sse_entry(&self, token: &str) -> Option<crate::sse::SseEntry> {
-        lock(&self.inner.sse)
-            .get(token)
-            .map(|e| crate::sse::SseEntry {
-                session: Arc::clone(&e.session),
-                limits: Arc::clone(&e.limits),
-            })
+        let mut sse = lock(&self.inner.sse);
+        let entry = sse.get(token)?;
+        if entry.session.is_closed() {
+            sse.remove(token);
+            return None;
+        }
+        Some(crate::sse::SseEntry {
+            session: Arc::clone(&entry.session),
+            limits: Arc::clone(&entry.limits),
+        })
     }
 
     /// A binary frame: not a command.

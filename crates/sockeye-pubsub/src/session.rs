@@ -5,10 +5,14 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+#[cfg(feature = "hyper")]
+use bytes::Bytes;
 use sockeye_auth::Identity;
 use sockeye_proto::{CloseCode, CloseHandle, Message, PreparedMessage, WriteHalf};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
+#[cfg(feature = "hyper")]
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::broker::Member;
@@ -255,12 +259,12 @@ impl Session {
     /// Writes the queue out as Server-Sent Events (`data: <line>`) into
     /// `tx`, with a comment every `keepalive` while idle, until the session
     /// closes (a final `close` event) or the client goes away.
+    ///
+    /// Once the session is closing, the stream has `stream.close_timeout`
+    /// to reach the client; a client that does not read it by then has its
+    /// connection aborted (when served by `sockeye_hyper::serve`).
     #[cfg(feature = "hyper")]
-    pub(crate) async fn sse_loop(
-        self: Arc<Self>,
-        tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
-        keepalive: std::time::Duration,
-    ) {
+    pub(crate) async fn sse_loop(self: Arc<Self>, tx: mpsc::Sender<Bytes>, stream: SseStream) {
         use bytes::{BufMut, BytesMut};
         let mut batch = Vec::with_capacity(WRITE_BATCH);
         loop {
@@ -272,44 +276,110 @@ impl Session {
                     .fetch_sub(freed as i64, Ordering::Relaxed);
                 (state.closing, state.finished)
             };
-            if batch.is_empty() {
+            let chunk = if batch.is_empty() {
                 if let Some((code, reason)) = closing {
-                    let event = format!(
-                        "event: close\ndata: {{\"code\":{},\"reason\":{}}}\n\n",
-                        code.as_u16(),
-                        protocol::json_string(reason)
-                    );
-                    let _ = tx.send(bytes::Bytes::from(event)).await;
+                    stream.finish(tx, code, reason).await;
                     return;
                 }
                 if finished {
                     return;
                 }
                 tokio::select! {
-                    () = self.notify.notified() => {}
+                    () = self.notify.notified() => continue,
                     () = tx.closed() => {
                         self.close(CloseCode::GOING_AWAY, "event stream closed");
                         return;
                     }
-                    () = tokio::time::sleep(keepalive) => {
-                        if tx.send(bytes::Bytes::from_static(b": keepalive\n\n")).await.is_err() {
-                            self.close(CloseCode::GOING_AWAY, "event stream closed");
-                            return;
-                        }
-                    }
+                    () = tokio::time::sleep(stream.keepalive) => Bytes::from_static(b": keepalive\n\n"),
                 }
-                continue;
-            }
-            let mut chunk = BytesMut::new();
-            for message in batch.drain(..) {
-                chunk.put_slice(b"data: ");
-                chunk.put_slice(&message.payload());
-                chunk.put_slice(b"\n\n");
-            }
-            if tx.send(chunk.freeze()).await.is_err() {
+            } else {
+                let mut chunk = BytesMut::new();
+                for message in batch.drain(..) {
+                    chunk.put_slice(b"data: ");
+                    chunk.put_slice(&message.payload());
+                    chunk.put_slice(b"\n\n");
+                }
+                chunk.freeze()
+            };
+            if !self.send_unless_closing(&tx, chunk).await {
                 self.close(CloseCode::GOING_AWAY, "event stream closed");
                 return;
             }
+        }
+    }
+
+    /// Sends a chunk, or gives up on it once the session is closing (the
+    /// client may never read it): false if the client went away.
+    #[cfg(feature = "hyper")]
+    async fn send_unless_closing(&self, tx: &mpsc::Sender<Bytes>, chunk: Bytes) -> bool {
+        let send = tx.send(chunk);
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                sent = &mut send => return sent.is_ok(),
+                () = self.notify.notified() => {
+                    if self.is_closed() {
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How an event stream ends, and what it may do to its connection.
+#[cfg(feature = "hyper")]
+pub(crate) struct SseStream {
+    pub(crate) keepalive: std::time::Duration,
+    pub(crate) close_timeout: std::time::Duration,
+    /// The connection, when served by `sockeye_hyper::serve`.
+    pub(crate) connection: Option<sockeye_hyper::ConnectionHandle>,
+    /// HTTP/1: the connection ends with the stream (`Connection: close`).
+    pub(crate) http1: bool,
+    /// Resolves once hyper dropped the response body.
+    pub(crate) body_gone: tokio::sync::oneshot::Receiver<()>,
+}
+
+#[cfg(feature = "hyper")]
+impl SseStream {
+    /// Sends the `close` event and waits, up to the close timeout, for the
+    /// client to have it; past that the connection is aborted.
+    async fn finish(self, tx: mpsc::Sender<Bytes>, code: CloseCode, reason: &str) {
+        let event = format!(
+            "event: close\ndata: {{\"code\":{},\"reason\":{}}}\n\n",
+            code.as_u16(),
+            protocol::json_string(reason)
+        );
+        let Self {
+            close_timeout,
+            connection,
+            http1,
+            body_gone,
+            ..
+        } = self;
+        let delivered = tokio::time::timeout(close_timeout, async {
+            if tx.send(Bytes::from(event)).await.is_err() {
+                return;
+            }
+            // The body ends once what is in the channel is read.
+            drop(tx);
+            match &connection {
+                // hyper closes the connection once the end is written.
+                Some(conn) if http1 => conn.closed().await,
+                _ => {
+                    let _ = body_gone.await;
+                }
+            }
+        })
+        .await;
+        if delivered.is_err()
+            && let Some(conn) = connection
+        {
+            tracing::debug!(
+                peer = %conn.peer_addr(),
+                "event stream not read within the close timeout: connection aborted"
+            );
+            conn.abort();
         }
     }
 }

@@ -10,7 +10,8 @@
 //!   `{"code":1008,"reason":"..."}`.
 //! - `POST ?session=<token>` with command lines as the body answers
 //!   `202 Accepted` once they are handled (their replies go to the stream),
-//!   `404` for an unknown session, `413` past the body limit.
+//!   `404` for an unknown session or one the server ended, `413` past the
+//!   body limit, `408` for a body slower than the body timeout.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,16 +21,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{ACCEPT, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use sockeye_auth::Identity;
-use sockeye_hyper::{Body, BoxError};
+use sockeye_hyper::{Body, BoxError, ConnectionHandle};
 use tokio::sync::mpsc;
 use tower_service::Service;
 
 use crate::hub::{Hub, Limits};
-use crate::session::Session;
+use crate::session::{Session, SseStream};
 
 /// One SSE session: its command budget, shared by its POSTs.
 pub(crate) struct SseEntry {
@@ -45,6 +46,8 @@ pub struct SseService {
     hub: Hub,
     max_body: usize,
     keepalive: Duration,
+    close_timeout: Duration,
+    body_timeout: Duration,
 }
 
 impl SseService {
@@ -53,13 +56,32 @@ impl SseService {
             hub,
             max_body: 1 << 20,
             keepalive: Duration::from_secs(15),
+            close_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(10),
         }
+    }
+
+    /// How long a POST body may take to arrive (default 10 s); a slower
+    /// one (an endless, trickled body) gets 408.
+    #[must_use]
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
     }
 
     /// The largest POST body (default 1 MiB); past it, 413.
     #[must_use]
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
+        self
+    }
+
+    /// How long a closing stream has to reach its client (default 5 s, the
+    /// WebSocket close timeout): served by [`sockeye_hyper::serve()`], a
+    /// connection whose client does not read its stream by then is aborted.
+    #[must_use]
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
         self
     }
 
@@ -156,15 +178,24 @@ impl SseService {
         let (tx, rx) = mpsc::channel::<Bytes>(8);
         let first = format!("event: session\ndata: {{\"session\":\"{token}\"}}\n\n");
         let _ = tx.try_send(Bytes::from(first));
-        let keepalive = self.keepalive;
+        let (gone_tx, body_gone) = tokio::sync::oneshot::channel::<()>();
+        let http1 = req.version() <= http::Version::HTTP_11;
+        let stream = SseStream {
+            keepalive: self.keepalive,
+            close_timeout: self.close_timeout,
+            connection: req.extensions().get::<ConnectionHandle>().cloned(),
+            http1,
+            body_gone,
+        };
         tokio::spawn(async move {
-            Arc::clone(&session).sse_loop(tx, keepalive).await;
+            Arc::clone(&session).sse_loop(tx, stream).await;
             hub.unregister_sse(&token);
             hub.end_session(&session).await;
         });
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        // The sender is dropped with the body: the loop learns it is gone.
+        let stream = futures_util::stream::unfold((rx, gone_tx), |(mut rx, gone)| async move {
             let chunk = rx.recv().await?;
-            Some((Ok::<_, BoxError>(http_body::Frame::data(chunk)), rx))
+            Some((Ok::<_, BoxError>(http_body::Frame::data(chunk)), (rx, gone)))
         });
         let mut resp = Response::new(StreamBody::new(stream).boxed_unsync());
         let headers = resp.headers_mut();
@@ -172,6 +203,10 @@ impl SseService {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         // nginx: do not buffer the stream.
         headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        if http1 {
+            // The connection ends with the stream, so its end is seen.
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     }
 
@@ -184,7 +219,11 @@ impl SseService {
         else {
             return plain(StatusCode::NOT_FOUND, "unknown or ended session\n");
         };
-        let body = match Limited::new(req.into_body(), self.max_body).collect().await {
+        let collect = Limited::new(req.into_body(), self.max_body).collect();
+        let Ok(collected) = tokio::time::timeout(self.body_timeout, collect).await else {
+            return plain(StatusCode::REQUEST_TIMEOUT, "body too slow\n");
+        };
+        let body = match collected {
             Ok(collected) => collected.to_bytes(),
             Err(e)
                 if e.downcast_ref::<http_body_util::LengthLimitError>()

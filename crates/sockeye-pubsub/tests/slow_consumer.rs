@@ -1,7 +1,9 @@
 //! A subscriber that never reads is let go: once the hub decides it is a
 //! slow consumer, its connection is released within the close timeout plus
 //! a quarter second, on the raw accept path and over hyper, although the
-//! close frame sits behind data the peer never takes.
+//! close frame sits behind data the peer never takes; an event stream
+//! (the SSE fallback) that is never read likewise, its session answering
+//! 404 at once.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::net::SocketAddr;
@@ -39,12 +41,23 @@ fn config() -> Config {
 enum Path {
     Raw,
     Hyper,
+    /// `sockeye_hyper::serve` with the hub's upgrade + SSE service.
+    Serve,
 }
 
 async fn serve(hub: &Hub, path: Path) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hub = hub.clone();
+    if let Path::Serve = path {
+        let service = hub
+            .upgrade_service()
+            .config(config())
+            .fallback(hub.sse_service().close_timeout(CLOSE_TIMEOUT));
+        let server = sockeye_hyper::serve(listener, service).config(config());
+        tokio::spawn(std::future::IntoFuture::into_future(server));
+        return addr;
+    }
     tokio::spawn(async move {
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
@@ -57,6 +70,7 @@ async fn serve(hub: &Hub, path: Path) -> SocketAddr {
                         };
                         hub.serve(ws, None).await;
                     }
+                    Path::Serve => unreachable!("served above"),
                     Path::Hyper => {
                         let svc = TowerToHyperService::new(hub.upgrade_service().config(config()));
                         let _ = hyper::server::conn::http1::Builder::new()
@@ -69,6 +83,33 @@ async fn serve(hub: &Hub, path: Path) -> SocketAddr {
         }
     });
     addr
+}
+
+/// Publishes 64 KiB pushes until the hub gives up on a subscriber; returns
+/// when it decided.
+async fn publish_until_slow(hub: &Hub) -> Instant {
+    let payload = "z".repeat(64 << 10);
+    let mut published = 0;
+    while hub.metrics().slow_disconnects == 0 {
+        hub.publish("feed:x", &json!({ "p": payload }))
+            .await
+            .unwrap();
+        published += 1;
+        assert!(published < 10_000, "never chosen as a slow consumer");
+        tokio::task::yield_now().await;
+    }
+    Instant::now()
+}
+
+/// Waits until the hub forgets every session; returns how long after
+/// `decided` that was.
+async fn sessions_gone(hub: &Hub, decided: Instant) -> Duration {
+    let deadline = decided + CLOSE_TIMEOUT + Duration::from_secs(5);
+    while hub.metrics().sessions > 0 {
+        assert!(Instant::now() < deadline, "the socket was never released");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    decided.elapsed()
 }
 
 /// A subscriber with a 4 KiB receive buffer that stops reading after its
@@ -98,25 +139,9 @@ async fn released_within_the_close_timeout(path: Path) {
     let mut stalled = stalled_subscriber(addr).await;
     assert_eq!(hub.metrics().sessions, 1);
 
-    // Publish 64 KiB pushes until the hub gives up on it.
-    let payload = "z".repeat(64 << 10);
-    let mut published = 0;
-    while hub.metrics().slow_disconnects == 0 {
-        hub.publish("feed:x", &json!({ "p": payload }))
-            .await
-            .unwrap();
-        published += 1;
-        assert!(published < 10_000, "never chosen as a slow consumer");
-        tokio::task::yield_now().await;
-    }
-    let decided = Instant::now();
+    let decided = publish_until_slow(&hub).await;
     // The hub forgets the session once its socket is released.
-    let deadline = decided + CLOSE_TIMEOUT + Duration::from_secs(5);
-    while hub.metrics().sessions > 0 {
-        assert!(Instant::now() < deadline, "the socket was never released");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let took = decided.elapsed();
+    let took = sessions_gone(&hub, decided).await;
     assert!(
         took <= CLOSE_TIMEOUT + SLACK,
         "released {took:?} after the decision"
@@ -147,4 +172,94 @@ async fn a_never_reading_subscriber_is_released_on_the_raw_path() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_never_reading_subscriber_is_released_over_hyper() {
     released_within_the_close_timeout(Path::Hyper).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_never_reading_subscriber_is_released_by_serve() {
+    released_within_the_close_timeout(Path::Serve).await;
+}
+
+/// Sends `request` on a fresh connection; returns the response head.
+async fn exchange(addr: SocketAddr, request: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed before a response");
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn post(token: &str, body: &str) -> String {
+    format!(
+        "POST /ws?session={token} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_never_read_event_stream_is_cut_and_its_session_ends_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = hub();
+    let addr = serve(&hub, Path::Serve).await;
+    // An event stream with a 4 KiB receive buffer, read up to its token.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    let token = loop {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen);
+        if let Some(rest) = text.split_once("\"session\":\"").map(|(_, r)| r.to_owned())
+            && let Some((token, _)) = rest.split_once('"')
+        {
+            break token.to_owned();
+        }
+    };
+    let subscribe = r#"{"id":1,"op":"subscribe","topic":"feed:x"}"#;
+    assert!(
+        exchange(addr, post(&token, subscribe))
+            .await
+            .starts_with("HTTP/1.1 202")
+    );
+    assert_eq!(hub.metrics().sessions, 1);
+
+    // The stream is never read again.
+    let decided = publish_until_slow(&hub).await;
+    // Its token is dead at once: 404, not 202.
+    let ping = r#"{"id":2,"op":"subscribe","topic":"feed:y"}"#;
+    let reply = exchange(addr, post(&token, ping)).await;
+    assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+    let took = sessions_gone(&hub, decided).await;
+    assert!(
+        took <= CLOSE_TIMEOUT + SLACK,
+        "released {took:?} after the decision"
+    );
+    // The connection was reset, not left holding what it never read.
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .unwrap()
+        {
+            Ok(0) => break Ok(0),
+            Ok(_) => {}
+            Err(e) => break Err(e.kind()),
+        }
+    };
+    assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset));
+    assert_eq!(hub.metrics().queued_bytes, 0);
 }

@@ -306,3 +306,114 @@ async fn close_all_closes_both_transports() {
     assert_eq!(kind, "close");
     assert_eq!(serde_json::from_str::<Value>(&data).unwrap()["code"], 1001);
 }
+
+/// Opens an event stream on raw TCP and reads up to its session token.
+async fn raw_stream(addr: SocketAddr) -> (TcpStream, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "stream closed before its token");
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen);
+        if let Some((_, rest)) = text.split_once("\"session\":\"")
+            && let Some((token, _)) = rest.split_once('"')
+        {
+            return (tcp, token.to_owned());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_posts_time_out_and_a_thousand_idle_streams_leave_the_hub_serving() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = hub();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = hub
+        .upgrade_service()
+        .fallback(hub.sse_service().body_timeout(Duration::from_millis(300)));
+    tokio::spawn(std::future::IntoFuture::into_future(sockeye_hyper::serve(
+        listener, service,
+    )));
+
+    // An endless POST body, one chunk every 100 ms: 408 at the body
+    // timeout, and the session is untouched.
+    let (_stream, token) = raw_stream(addr).await;
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(
+        format!(
+            "POST /ws?session={token} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 512];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !reply.windows(4).any(|w| w == b"\r\n\r\n") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no answer to the endless body"
+        );
+        let _ = slow.write_all(b"1\r\n \r\n").await;
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(100), slow.read(&mut buf)).await
+        {
+            assert!(n > 0, "closed without an answer");
+            reply.extend_from_slice(&buf[..n]);
+        }
+    }
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert_eq!(
+        post(
+            addr,
+            &token,
+            r#"{"id":1,"op":"subscribe","topic":"chat:a"}"#
+        )
+        .await,
+        StatusCode::ACCEPTED
+    );
+
+    // A thousand streams that never send a command.
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(raw_stream(addr).await.0);
+    }
+    assert_eq!(hub.metrics().sessions, 1001);
+    // The hub keeps serving a WebSocket client.
+    let mut c = Client::connect(&format!("ws://{addr}/ws")).await;
+    c.subscribe("chat:live").await;
+    hub.publish("chat:live", &7).await.unwrap();
+    let v = loop {
+        let v = c.recv().await;
+        if v.get("data").is_some() {
+            break v;
+        }
+    };
+    assert_eq!(
+        (&v["topic"], &v["data"]),
+        (&Value::from("chat:live"), &Value::from(7))
+    );
+    // Their sessions go with their connections.
+    drop(idle);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while hub.metrics().sessions > 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            hub.metrics()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

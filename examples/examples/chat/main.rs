@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release --example chat -- [--addr 127.0.0.1:8080]
 //!     [--redis redis://127.0.0.1:6379 [--redis-mode standalone|sharded]]
-//!     [--allow-origin ORIGIN]... [--allowed-host HOST]... [--rate-limit N] [--history-mb N] [--history-topics N] [--threads N]
+//!     [--allow-origin ORIGIN]... [--allowed-host HOST]... [--rate-limit N] [--history-mb N] [--history-topics N] [--max-connections N] [--max-connections-per-ip N] [--threads N]
 //! ```
 //! Open http://127.0.0.1:8080 in two windows. Prints `listening on ADDR`
 //! once ready.
@@ -36,7 +36,7 @@ use hyper::body::Incoming;
 use serde_json::Value;
 use sockeye_auth::{AuthLayer, Credentials, Identity, OriginLayer, OriginPolicy, Rejection};
 use sockeye_deflate::{DeflateConfig, DeflateLayer};
-use sockeye_examples::{Args, history_budget, html_page, not_found, runtime, serve_hub};
+use sockeye_examples::{Args, Caps, history_budget, html_page, not_found, runtime, serve_hub};
 use sockeye_hyper::server::Drain;
 use sockeye_pubsub::{
     Access, Action, HistoryBudget, Hub, Namespace, RateLimit, RedisBroker, RedisMode,
@@ -47,7 +47,7 @@ use tower::{ServiceBuilder, ServiceExt};
 const PAGE: &str = include_str!("index.html");
 
 const USAGE: &str = "usage: chat [--addr HOST:PORT] [--redis URL [--redis-mode standalone|sharded]] \
-                     [--allow-origin ORIGIN]... [--allowed-host HOST]... [--rate-limit N] [--history-mb N] [--history-topics N] \
+                     [--allow-origin ORIGIN]... [--allowed-host HOST]... [--rate-limit N] [--history-mb N] [--history-topics N] [--max-connections N] [--max-connections-per-ip N] \
                      [--threads N]";
 
 /// The longest message text, in characters.
@@ -66,6 +66,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "history-mb",
             "history-topics",
             "threads",
+            Caps::FLAGS[0],
+            Caps::FLAGS[1],
         ],
         &[],
     );
@@ -81,6 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         hosts: args.values("allowed-host").to_vec(),
         rate: args.parsed("rate-limit", 20.0f64),
         history: history_budget(&args),
+        caps: Caps::from_args(&args),
     };
     runtime(args.parsed("threads", 0usize))?.block_on(serve(addr, options))
 }
@@ -91,6 +94,7 @@ struct Options {
     hosts: Vec<String>,
     rate: f64,
     history: HistoryBudget,
+    caps: Caps,
 }
 
 /// A nickname: 1–32 letters, digits, spaces, `_`, `-` or `.`, not blank.
@@ -226,7 +230,7 @@ async fn serve(addr: String, options: Options) -> Result<(), Box<dyn std::error:
             ""
         }
     );
-    serve_hub(listener, &drain, service, &hub).await?;
+    serve_hub(listener, service, &drain, options.caps, &hub).await?;
     Ok(())
 }
 

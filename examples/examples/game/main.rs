@@ -47,9 +47,7 @@ use std::time::{Duration, Instant};
 use http::{Method, Request};
 use hyper::body::Incoming;
 use sockeye_auth::{OriginLayer, OriginPolicy};
-use sockeye_examples::{
-    Args, HttpVersions, accept_loop, html_page, hyper_connection, not_found, runtime,
-};
+use sockeye_examples::{Args, Caps, html_page, not_found, runtime};
 use sockeye_hyper::server::{Drain, Handshake, UpgradeService, WebSocket};
 use sockeye_proto::{CloseCode, Config, Message, PreparedMessage};
 use tokio::net::TcpListener;
@@ -198,12 +196,7 @@ async fn serve(addr: String, hosts: Vec<String>) -> Result<(), Box<dyn std::erro
 
     println!("listening on {local}");
     eprintln!("game: http://{local}/ (20 ticks a second, up to {MAX_PLAYERS} players)");
-    accept_loop(
-        listener,
-        &drain,
-        hyper_connection(service, None, HttpVersions::Http1),
-    )
-    .await?;
+    sockeye_examples::serve(listener, service, &drain, Caps::default(), || {}).await?;
     Ok(())
 }
 

@@ -53,7 +53,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use serde_json::{Value, json};
 use sockeye_auth::{AuthLayer, Credentials, Identity, OriginLayer, OriginPolicy, Rejection};
-use sockeye_examples::{Args, html_page, not_found, runtime, serve_hub};
+use sockeye_examples::{Args, Caps, html_page, not_found, runtime, serve_hub};
 use sockeye_hyper::Body;
 use sockeye_hyper::client::ClientBuilder;
 use sockeye_hyper::server::Drain;
@@ -156,7 +156,7 @@ async fn serve(addr: String, devices: usize) -> Result<(), Box<dyn std::error::E
 
     // On Ctrl-C or SIGTERM: every session (WebSocket, or SSE fallback) is
     // closed with 1001, then the sockets drain.
-    serve_hub(listener, &drain, service, &hub).await?;
+    serve_hub(listener, service, &drain, Caps::default(), &hub).await?;
     Ok(())
 }
 

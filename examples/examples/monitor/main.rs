@@ -44,7 +44,7 @@ use http::{Method, Request};
 use hyper::body::Incoming;
 use serde_json::json;
 use sockeye_auth::{OriginLayer, OriginPolicy};
-use sockeye_examples::{Args, html_page, not_found, runtime, serve_hub};
+use sockeye_examples::{Args, Caps, html_page, not_found, runtime, serve_hub};
 use sockeye_hyper::server::Drain;
 use sockeye_pubsub::{Hub, Namespace, SlowConsumer};
 use tokio::net::TcpListener;
@@ -115,7 +115,7 @@ async fn serve(addr: String, hosts: Vec<String>) -> Result<(), Box<dyn std::erro
     eprintln!("monitor: http://{local}/ (topic {TOPIC}, one sample a second)");
     // On Ctrl-C or SIGTERM: every session (WebSocket, or SSE fallback) is
     // closed with 1001, then the sockets drain.
-    serve_hub(listener, &drain, service, &hub).await?;
+    serve_hub(listener, service, &drain, Caps::default(), &hub).await?;
     Ok(())
 }
 

@@ -17,7 +17,22 @@ pub struct ServerIo(Inner);
 #[derive(Debug)]
 enum Inner {
     Tcp(TcpStream),
+    /// A connection of [`serve`](crate::serve()): its slot goes with it.
+    #[cfg(feature = "serve")]
+    Served(crate::serve::Tcp),
     Upgraded(TokioIo<hyper::upgrade::Upgraded>),
+}
+
+/// Every transport but hyper's indirection is a TCP stream.
+macro_rules! tcp_mut {
+    ($inner:expr) => {
+        match $inner {
+            Inner::Tcp(s) => Ok(s),
+            #[cfg(feature = "serve")]
+            Inner::Served(s) => Ok(s.stream_mut()),
+            Inner::Upgraded(s) => Err(s),
+        }
+    };
 }
 
 impl ServerIo {
@@ -28,21 +43,33 @@ impl ServerIo {
     /// more, which `read_buf` shares) is freed now instead of living as long
     /// as the socket.
     pub(crate) fn new(upgraded: hyper::upgrade::Upgraded) -> (Self, BytesMut) {
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let rest = if parts.read_buf.is_empty() {
-                    BytesMut::new()
-                } else {
-                    BytesMut::from(&parts.read_buf[..])
-                };
-                (Self(Inner::Tcp(parts.io.into_inner())), rest)
+        let rest = |buf: &bytes::Bytes| {
+            if buf.is_empty() {
+                BytesMut::new()
+            } else {
+                BytesMut::from(&buf[..])
             }
-            // hyper replays its buffered bytes itself on this path.
-            Err(upgraded) => (
-                Self(Inner::Upgraded(TokioIo::new(upgraded))),
-                BytesMut::new(),
-            ),
-        }
+        };
+        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let rest = rest(&parts.read_buf);
+                return (Self(Inner::Tcp(parts.io.into_inner())), rest);
+            }
+            Err(upgraded) => upgraded,
+        };
+        #[cfg(feature = "serve")]
+        let upgraded = match upgraded.downcast::<TokioIo<crate::serve::Tcp>>() {
+            Ok(parts) => {
+                let rest = rest(&parts.read_buf);
+                return (Self(Inner::Served(parts.io.into_inner())), rest);
+            }
+            Err(upgraded) => upgraded,
+        };
+        // hyper replays its buffered bytes itself on this path.
+        (
+            Self(Inner::Upgraded(TokioIo::new(upgraded))),
+            BytesMut::new(),
+        )
     }
 
     /// The socket over this transport, with the abort hook that resets the
@@ -69,6 +96,8 @@ impl ServerIo {
     pub fn tcp(&self) -> Option<&TcpStream> {
         match &self.0 {
             Inner::Tcp(tcp) => Some(tcp),
+            #[cfg(feature = "serve")]
+            Inner::Served(tcp) => Some(tcp.stream()),
             Inner::Upgraded(_) => None,
         }
     }
@@ -80,9 +109,9 @@ impl AsyncRead for ServerIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        match &mut self.get_mut().0 {
-            Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Inner::Upgraded(s) => Pin::new(s).poll_read(cx, buf),
+        match tcp_mut!(&mut self.get_mut().0) {
+            Ok(s) => Pin::new(s).poll_read(cx, buf),
+            Err(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -93,9 +122,9 @@ impl AsyncWrite for ServerIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match &mut self.get_mut().0 {
-            Inner::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Inner::Upgraded(s) => Pin::new(s).poll_write(cx, buf),
+        match tcp_mut!(&mut self.get_mut().0) {
+            Ok(s) => Pin::new(s).poll_write(cx, buf),
+            Err(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -104,30 +133,32 @@ impl AsyncWrite for ServerIo {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        match &mut self.get_mut().0 {
-            Inner::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Inner::Upgraded(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        match tcp_mut!(&mut self.get_mut().0) {
+            Ok(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Err(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match &self.0 {
             Inner::Tcp(s) => s.is_write_vectored(),
+            #[cfg(feature = "serve")]
+            Inner::Served(s) => s.stream().is_write_vectored(),
             Inner::Upgraded(s) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match &mut self.get_mut().0 {
-            Inner::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Inner::Upgraded(s) => Pin::new(s).poll_flush(cx),
+        match tcp_mut!(&mut self.get_mut().0) {
+            Ok(s) => Pin::new(s).poll_flush(cx),
+            Err(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match &mut self.get_mut().0 {
-            Inner::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Inner::Upgraded(s) => Pin::new(s).poll_shutdown(cx),
+        match tcp_mut!(&mut self.get_mut().0) {
+            Ok(s) => Pin::new(s).poll_shutdown(cx),
+            Err(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
