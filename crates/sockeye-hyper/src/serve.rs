@@ -8,7 +8,7 @@
 //!
 //! | limit | default | crossing it |
 //! |---|---|---|
-//! | handshake deadline, accept → first request (TLS and head included) | [`Config::handshake_timeout`], 10 s | 408 from hyper if the head started, else closed |
+//! | handshake deadline, accept → first request (TLS and head included) | [`Config::handshake_timeout`], 10 s | 408 if a head started (plain TCP), else closed |
 //! | head bytes (request line and headers) | [`Config::max_header_bytes`], 16 KiB | 431 |
 //! | header lines | [`Config::max_headers`], 100 | 431 |
 //! | request target | 8 KiB ([`Serve::max_request_target`]) | 414 |
@@ -404,6 +404,10 @@ struct Handle {
     closed: Flag,
     /// Set when the first request arrived (the handshake deadline is met).
     requested: Flag,
+    /// Bytes arrived (a request head started).
+    head_started: AtomicBool,
+    /// The deadline passed mid-head on plain TCP: 408 on the way out.
+    late_head: AtomicBool,
 }
 
 /// The connection a request came on, in the request's extensions when
@@ -466,8 +470,17 @@ impl fmt::Debug for Tcp {
     }
 }
 
+/// What a plain-TCP connection whose head did not arrive in time gets.
+const LATE_HEAD: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\n\
+content-type: text/plain\r\ncontent-length: 16\r\n\r\nrequest timeout\n";
+
 impl Drop for Tcp {
     fn drop(&mut self) {
+        if self.reset.late_head.load(Ordering::Relaxed) {
+            // Nothing was sent on this connection yet: the send buffer
+            // takes these bytes without waiting.
+            let _ = self.stream.try_write(LATE_HEAD);
+        }
         if self.reset.abort.is_raised() {
             // A reset frees the kernel's send buffer at once.
             let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
@@ -481,7 +494,12 @@ impl AsyncRead for Tcp {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before && !self.reset.head_started.load(Ordering::Relaxed) {
+            self.reset.head_started.store(true, Ordering::Relaxed);
+        }
+        polled
     }
 }
 
@@ -622,6 +640,8 @@ where
                 abort: Flag::default(),
                 closed: Flag::default(),
                 requested: Flag::default(),
+                head_started: AtomicBool::new(false),
+                late_head: AtomicBool::new(false),
             });
             let tcp = Tcp {
                 stream: tcp,
@@ -700,9 +720,15 @@ async fn connection<S, B>(
         tokio::select! {
             () = handle.requested.raised() => {}
             () = tokio::time::sleep_until(deadline) => {
-                // hyper answers 408 to a started head just before this.
                 if !handle.requested.is_raised() {
                     bump(&shared.counters.handshake_timeouts);
+                    #[cfg(feature = "tls")]
+                    let plain = shared.tls.is_none();
+                    #[cfg(not(feature = "tls"))]
+                    let plain = true;
+                    if plain && handle.head_started.load(Ordering::Relaxed) {
+                        handle.late_head.store(true, Ordering::Relaxed);
+                    }
                     return false;
                 }
             }
@@ -744,6 +770,9 @@ async fn http<I, S, B>(
     let config = &shared.config;
     // hyper's read buffer must be at least 8 KiB.
     let head = config.max_header_bytes().max(8 << 10);
+    // The first request is under our deadline (which answers 408); hyper's
+    // own timer bounds the heads of the requests after it.
+    let header_timeout = config.handshake_timeout() + Duration::from_millis(100);
     #[cfg(feature = "http2")]
     if shared.http2 {
         let mut builder =
@@ -751,7 +780,7 @@ async fn http<I, S, B>(
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(config.handshake_timeout())
+            .header_read_timeout(header_timeout)
             .max_buf_size(head)
             .max_headers(config.max_headers());
         builder
@@ -775,7 +804,7 @@ async fn http<I, S, B>(
     }
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.handshake_timeout())
+        .header_read_timeout(header_timeout)
         .max_buf_size(head)
         .max_headers(config.max_headers())
         .serve_connection(io, service)

@@ -89,13 +89,17 @@ async fn idle_and_trickling_sockets_are_closed_at_the_handshake_deadline() {
         .await
         .unwrap();
     let trickler = tokio::spawn(async move {
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 256];
         for b in b"X-Slow: ".iter().cycle() {
-            if trickle.write_all(&[*b]).await.is_err() {
-                break;
+            let _ = trickle.write_all(&[*b]).await;
+            match tokio::time::timeout(Duration::from_millis(100), trickle.read(&mut buf)).await {
+                Err(_) => continue,
+                Ok(Ok(n)) if n > 0 => reply.extend_from_slice(&buf[..n]),
+                Ok(_) => break,
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        trickle
+        (String::from_utf8_lossy(&reply).into_owned(), Instant::now())
     });
     for tcp in &mut idle {
         let (sent, at) = until_closed(tcp).await;
@@ -104,11 +108,14 @@ async fn idle_and_trickling_sockets_are_closed_at_the_handshake_deadline() {
         assert!(after >= DEADLINE - Duration::from_millis(50), "{after:?}");
         assert!(after <= DEADLINE + Duration::from_millis(250), "{after:?}");
     }
-    let trickle = tokio::time::timeout(Duration::from_secs(5), trickler)
+    // The started head gets 408 at the deadline.
+    let (reply, at) = tokio::time::timeout(Duration::from_secs(5), trickler)
         .await
         .expect("the trickling socket is still open")
         .unwrap();
-    drop(trickle);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply:?}");
+    let after = at - started;
+    assert!(after <= DEADLINE + Duration::from_millis(350), "{after:?}");
     let stats = counters.snapshot();
     assert!(
         stats.handshake_timeouts + stats.header_timeouts >= 21,
