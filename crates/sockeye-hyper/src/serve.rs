@@ -749,6 +749,21 @@ async fn connection<S, B>(
     handle.closed.raise();
 }
 
+/// Runs a hyper connection; once `stop` changes, lets it finish its
+/// requests (graceful shutdown) and waits for it.
+macro_rules! until_stopped {
+    ($conn:ident, $stop:ident) => {{
+        tokio::pin!($conn);
+        tokio::select! {
+            result = $conn.as_mut() => result,
+            _ = $stop.changed() => {
+                $conn.as_mut().graceful_shutdown();
+                $conn.await
+            }
+        }
+    }};
+}
+
 /// HTTP on an established stream.
 async fn http<I, S, B>(
     io: I,
@@ -789,14 +804,7 @@ async fn http<I, S, B>(
             .max_header_list_size(u32::try_from(config.max_header_bytes()).unwrap_or(u32::MAX))
             .enable_connect_protocol();
         let conn = builder.serve_connection_with_upgrades(io, service);
-        tokio::pin!(conn);
-        let result = tokio::select! {
-            result = conn.as_mut() => result,
-            _ = stop.changed() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
+        let result = until_stopped!(conn, stop);
         if let Err(e) = result {
             count_error(&shared.counters, e.downcast_ref::<hyper::Error>());
         }
@@ -809,14 +817,7 @@ async fn http<I, S, B>(
         .max_headers(config.max_headers())
         .serve_connection(io, service)
         .with_upgrades();
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
+    let result = until_stopped!(conn, stop);
     if let Err(e) = result {
         count_error(&shared.counters, Some(&e));
     }

@@ -285,3 +285,41 @@ async fn graceful_shutdown_drains_sockets_and_returns() {
     // The listener is gone.
     assert!(TcpStream::connect(addr).await.is_err());
 }
+
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn wss_is_served_and_a_stalled_tls_handshake_is_cut() {
+    let (tls, roots) = common::localhost_tls_config(&[b"http/1.1"]);
+    let tls_deadline = Duration::from_millis(400);
+    let (addr, counters) =
+        start(|l| echo_server(l).tls(tls).tls_handshake_timeout(tls_deadline)).await;
+    // A wss client gets its echo.
+    let (mut ws, _) = ClientBuilder::new(format!("wss://localhost:{}/", addr.port()))
+        .no_proxy()
+        .root_certificates(roots)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    ws.send(Message::text("over tls")).await.unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap(), Message::text("over tls"));
+    // A client that opens TCP and never starts TLS is closed at the TLS
+    // deadline, long before the handshake deadline.
+    let started = Instant::now();
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    let (sent, at) = until_closed(&mut stalled).await;
+    assert!(sent.is_empty());
+    let after = at - started;
+    assert!(
+        after >= tls_deadline - Duration::from_millis(50),
+        "{after:?}"
+    );
+    assert!(
+        after <= tls_deadline + Duration::from_millis(250),
+        "{after:?}"
+    );
+    // Plain HTTP on the TLS port fails the handshake.
+    let reply = common::raw_exchange(addr, &upgrade_request("/", "")).await;
+    assert!(!reply.contains("101"), "{reply}");
+    assert_eq!(counters.snapshot().tls_failures, 2);
+}

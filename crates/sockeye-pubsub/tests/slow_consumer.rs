@@ -101,15 +101,20 @@ async fn publish_until_slow(hub: &Hub) -> Instant {
     Instant::now()
 }
 
-/// Waits until the hub forgets every session; returns how long after
-/// `decided` that was.
-async fn sessions_gone(hub: &Hub, decided: Instant) -> Duration {
+/// Waits until the hub forgets every session, which must be within the
+/// close timeout (plus a quarter second) of `decided`.
+async fn released_in_time(hub: &Hub, decided: Instant) {
     let deadline = decided + CLOSE_TIMEOUT + Duration::from_secs(5);
     while hub.metrics().sessions > 0 {
         assert!(Instant::now() < deadline, "the socket was never released");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    decided.elapsed()
+    let took = decided.elapsed();
+    eprintln!("released {took:?} after the slow-consumer decision");
+    assert!(
+        took <= CLOSE_TIMEOUT + SLACK,
+        "released {took:?} after the decision"
+    );
 }
 
 /// A subscriber with a 4 KiB receive buffer that stops reading after its
@@ -141,11 +146,7 @@ async fn released_within_the_close_timeout(path: Path) {
 
     let decided = publish_until_slow(&hub).await;
     // The hub forgets the session once its socket is released.
-    let took = sessions_gone(&hub, decided).await;
-    assert!(
-        took <= CLOSE_TIMEOUT + SLACK,
-        "released {took:?} after the decision"
-    );
+    released_in_time(&hub, decided).await;
     // And the peer finds a reset connection, not a close it never read.
     let end = loop {
         match tokio::time::timeout(Duration::from_secs(10), stalled.recv())
@@ -244,11 +245,7 @@ async fn a_never_read_event_stream_is_cut_and_its_session_ends_at_once() {
     let ping = r#"{"id":2,"op":"subscribe","topic":"feed:y"}"#;
     let reply = exchange(addr, post(&token, ping)).await;
     assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
-    let took = sessions_gone(&hub, decided).await;
-    assert!(
-        took <= CLOSE_TIMEOUT + SLACK,
-        "released {took:?} after the decision"
-    );
+    released_in_time(&hub, decided).await;
     // The connection was reset, not left holding what it never read.
     let end = loop {
         match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
@@ -262,4 +259,32 @@ async fn a_never_read_event_stream_is_cut_and_its_session_ends_at_once() {
     };
     assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset));
     assert_eq!(hub.metrics().queued_bytes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_never_reading_subscriber_over_http2_is_released() {
+    let hub = hub();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = sockeye_hyper::serve(listener, hub.upgrade_service().config(config()))
+        .config(config())
+        .http2(true);
+    tokio::spawn(std::future::IntoFuture::into_future(server));
+    // A socket as one stream of an HTTP/2 connection (RFC 8441).
+    let builder = sockeye_hyper::client::ClientBuilder::new(format!("ws://{addr}/ws")).no_proxy();
+    let mut connection = builder.connect_http2().await.unwrap();
+    let (mut ws, _) = builder.connect_on(&mut connection).await.unwrap();
+    ws.send(Message::text(
+        r#"{"id":1,"op":"subscribe","topic":"feed:x"}"#,
+    ))
+    .await
+    .unwrap();
+    let reply = ws.recv().await.unwrap().unwrap();
+    assert!(matches!(&reply, Message::Text(t) if t.as_str().contains("\"ok\"")));
+    assert_eq!(hub.metrics().sessions, 1);
+    // It never reads again: flow control stops the server's writes.
+    let decided = publish_until_slow(&hub).await;
+    released_in_time(&hub, decided).await;
+    assert_eq!(hub.metrics().queued_bytes, 0);
+    drop(ws);
 }

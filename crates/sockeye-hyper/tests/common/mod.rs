@@ -186,6 +186,15 @@ pub async fn proxy(
 /// offering `alpn` (none when empty), and a root store trusting it.
 #[cfg(feature = "tls")]
 pub fn localhost_tls(alpn: &[&[u8]]) -> (tokio_rustls::TlsAcceptor, rustls::RootCertStore) {
+    let (config, roots) = localhost_tls_config(alpn);
+    (tokio_rustls::TlsAcceptor::from(config), roots)
+}
+
+/// The server configuration behind [`localhost_tls`].
+#[cfg(feature = "tls")]
+pub fn localhost_tls_config(
+    alpn: &[&[u8]],
+) -> (std::sync::Arc<rustls::ServerConfig>, rustls::RootCertStore) {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let cert = CertificateDer::from(certified.cert.der().to_vec());
@@ -202,6 +211,5 @@ pub fn localhost_tls(alpn: &[&[u8]]) -> (tokio_rustls::TlsAcceptor, rustls::Root
         .with_single_cert(vec![cert], key)
         .unwrap();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
-    (acceptor, roots)
+    (std::sync::Arc::new(config), roots)
 }
