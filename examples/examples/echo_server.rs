@@ -6,7 +6,7 @@
 //! cargo run --release --example echo_server -- --addr 127.0.0.1:9001 [--threads N] [--raw]
 //!     [--deflate] [--deflate-takeover] [--tls-cert cert.pem --tls-key key.pem]
 //!     [--allow-origin ORIGIN]... [--bearer TOKEN] [--http2]
-//!     [--max-connections N] [--max-connections-per-ip N]
+//!     [--max-connections N] [--max-connections-per-ip N] [--metrics ADDR]
 //! ```
 //! Prints `listening on ADDR` once ready. `--threads 1` runs a current-thread
 //! runtime; otherwise a multi-thread runtime with N workers (default: one per
@@ -35,7 +35,7 @@ use sockeye_auth::{
     AuthLayer, Credentials, Identity, OriginLayer, OriginPolicy, Rejection, Secret,
 };
 use sockeye_deflate::{DeflateConfig, DeflateLayer};
-use sockeye_examples::{Args, Caps, runtime, shutdown_signal, tls_config};
+use sockeye_examples::{Args, Caps, runtime, serve_metrics, shutdown_signal, tls_config};
 use sockeye_hyper::server::{Drain, Handshake, UpgradeService, WebSocket};
 use sockeye_proto::{Acceptor, Config, Message};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -45,7 +45,8 @@ use tower::ServiceBuilder;
 const USAGE: &str = "usage: echo_server [--addr HOST:PORT] [--threads N] [--raw] [--deflate] \
                      [--deflate-takeover] \
                      [--tls-cert PEM --tls-key PEM] [--allow-origin ORIGIN]... [--bearer TOKEN] \
-                     [--http2] [--max-connections N] [--max-connections-per-ip N]";
+                     [--http2] [--max-connections N] [--max-connections-per-ip N] \
+                     [--metrics ADDR]";
 
 struct Options {
     raw: bool,
@@ -68,6 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "tls-key",
                 "allow-origin",
                 "bearer",
+                "metrics",
             ],
             &Caps::FLAGS[..],
         ]
@@ -102,7 +104,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bearer: args.value("bearer").map(Secret::new),
         caps: Caps::from_args(&args),
     };
-    runtime(threads)?.block_on(serve(addr, options))?;
+    let runtime = runtime(threads)?;
+    {
+        let _in_runtime = runtime.enter();
+        serve_metrics(&args)?;
+    }
+    runtime.block_on(serve(addr, options))?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@
 //! cargo run --release --example pubsub_server -- --addr 127.0.0.1:9002
 //!     [--redis redis://127.0.0.1:6379 [--redis-mode standalone|sharded]]
 //!     [--threads N] [--deflate] [--allow-origin ORIGIN]... [--rate-limit N] [--history-mb N] [--history-topics N]
-//!     [--max-connections N] [--max-connections-per-ip N]
+//!     [--max-connections N] [--max-connections-per-ip N] [--metrics ADDR]
 //! ```
 //! Prints `listening on ADDR` once ready. Without `--redis` the hub uses the
 //! in-memory broker; with it, several servers on one Redis deliver each
@@ -24,7 +24,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use sockeye_auth::{OriginLayer, OriginPolicy};
 use sockeye_deflate::{DeflateConfig, DeflateLayer};
-use sockeye_examples::{Args, Caps, history_budget, runtime, serve_hub, text_body};
+use sockeye_examples::{Args, Caps, history_budget, runtime, serve_hub, serve_metrics, text_body};
 use sockeye_hyper::server::Drain;
 use sockeye_pubsub::{HistoryBudget, Hub, Namespace, RateLimit, RedisBroker, RedisMode};
 use tokio::net::TcpListener;
@@ -32,7 +32,7 @@ use tower::{ServiceBuilder, ServiceExt};
 
 const USAGE: &str = "usage: pubsub_server [--addr HOST:PORT] [--redis URL [--redis-mode standalone|sharded]] \
                      [--threads N] [--deflate] [--allow-origin ORIGIN]... [--rate-limit N] [--history-mb N] [--history-topics N] \
-                     [--max-connections N] [--max-connections-per-ip N]";
+                     [--max-connections N] [--max-connections-per-ip N] [--metrics ADDR]";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse(
@@ -48,6 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "history-topics",
             Caps::FLAGS[0],
             Caps::FLAGS[1],
+            "metrics",
         ],
         &["deflate"],
     );
@@ -70,7 +71,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         history: history_budget(&args),
         caps: Caps::from_args(&args),
     };
-    runtime(args.parsed("threads", 0usize))?.block_on(serve(addr, options))
+    let runtime = runtime(args.parsed("threads", 0usize))?;
+    {
+        let _in_runtime = runtime.enter();
+        serve_metrics(&args)?;
+    }
+    runtime.block_on(serve(addr, options))
 }
 
 struct Options {

@@ -191,6 +191,22 @@ pub fn not_found() -> Response<Body> {
     resp
 }
 
+/// With `--metrics ADDR`: serves every `sockeye_*` counter and gauge at
+/// `http://ADDR/metrics` in the Prometheus text format. Call it inside the
+/// runtime (the exporter runs on it).
+pub fn serve_metrics(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let Some(addr) = args.value("metrics") else {
+        return Ok(());
+    };
+    let addr: std::net::SocketAddr = addr.parse().map_err(|e| format!("--metrics {addr}: {e}"))?;
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| format!("--metrics {addr}: {e}"))?;
+    eprintln!("metrics: http://{addr}/metrics");
+    Ok(())
+}
+
 /// The connection caps of a server example: `--max-connections N`
 /// (default 65,536) and `--max-connections-per-ip N` (default none).
 #[derive(Clone, Copy, Debug)]

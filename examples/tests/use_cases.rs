@@ -418,3 +418,105 @@ fn chat_on_loopback_refuses_rebound_host_names() {
         assert!(status.contains(expected), "{host}: {status}");
     }
 }
+
+/// The line of `/metrics` for `name` whose labels include every one of
+/// `labels`; its value.
+fn metric(scrape: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let (key, value) = line.rsplit_once(' ')?;
+        let matches = (key == name || key.starts_with(&format!("{name}{{")))
+            && labels.iter().all(|l| key.contains(l));
+        matches.then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// `pubsub_server --metrics ADDR` serves the hub's, the server's and the
+/// sockets' counters in the Prometheus text format, and they move.
+#[tokio::test]
+async fn pubsub_server_exports_its_counters_at_metrics() {
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let server = Proc::start("pubsub_server", &["--metrics", &metrics_addr.to_string()]);
+    let (mut ws, _) = sockeye_hyper::client::ClientBuilder::new(server.ws("/ws"))
+        .no_proxy()
+        .connect()
+        .await
+        .unwrap();
+    for line in [
+        r#"{"id":1,"op":"subscribe","topic":"test:m"}"#,
+        r#"{"id":2,"op":"publish","topic":"test:m","data":{"n":1}}"#,
+    ] {
+        ws.send(sockeye_hyper::Message::text(line)).await.unwrap();
+    }
+    // The push of our own publication.
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if msg.as_text().is_some_and(|t| t.contains("\"data\"")) {
+            break;
+        }
+    }
+    // Refusals: a 10 KiB target (414) and an upgrade without a key (400).
+    let long = format!("/ws?{}", "q".repeat(10 << 10));
+    assert!(http_get(server.addr, &long).0.contains("414"));
+    let (status, _) = tokio::task::spawn_blocking({
+        let addr = server.addr;
+        move || {
+            let mut tcp = TcpStream::connect(addr).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            write!(
+                tcp,
+                "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            .unwrap();
+            let mut buf = [0u8; 64];
+            let n = tcp.read(&mut buf).unwrap();
+            (String::from_utf8_lossy(&buf[..n]).into_owned(), ())
+        }
+    })
+    .await
+    .unwrap();
+    assert!(status.starts_with("HTTP/1.1 400"), "{status}");
+
+    let scrape = tokio::task::spawn_blocking(move || http_get(metrics_addr, "/metrics").1)
+        .await
+        .unwrap();
+    let value = |name: &str, labels: &[&str]| {
+        metric(&scrape, name, labels)
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{scrape}"))
+    };
+    assert_eq!(value("sockeye_pubsub_publications_total", &[]), 1.0);
+    // The push, and the presence join the namespace announces.
+    assert!(value("sockeye_pubsub_deliveries_total", &[]) >= 1.0);
+    assert_eq!(value("sockeye_pubsub_sessions", &[]), 1.0);
+    assert_eq!(
+        value(
+            "sockeye_sockets_opened_total",
+            &["role=\"server\"", "transport=\"http1\""]
+        ),
+        1.0
+    );
+    assert_eq!(value("sockeye_sockets_open", &["role=\"server\""]), 1.0);
+    assert!(value("sockeye_http_connections_total", &["outcome=\"accepted\""]) >= 3.0);
+    assert_eq!(
+        value(
+            "sockeye_handshake_rejections_total",
+            &["status=\"414\"", "reason=\"uri_too_long\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "sockeye_handshake_rejections_total",
+            &["status=\"400\"", "reason=\"invalid_upgrade\""]
+        ),
+        1.0
+    );
+    drop(ws);
+}

@@ -16,6 +16,15 @@
 //!   and waits a bounded time for the close handshakes.
 //! - WebSockets over HTTP/2 (feature `http2`, RFC 8441): the same service
 //!   and extractor accept extended CONNECT requests (below).
+//! - [`serve()`] (feature `serve`, on by default) runs a tower service or
+//!   an axum `Router` on a `TcpListener` with the raw accept path's limits:
+//!   handshake deadline, head size, header count, request target,
+//!   connection caps overall and per IP, TLS handshake timeout, graceful
+//!   shutdown. Prefer it to a hand-written hyper accept loop.
+//! - Feature `metrics`: `serve`'s connections and refusals, upgrade
+//!   rejections by status, and sockets opened and open, through the
+//!   `metrics` facade; each socket's task runs in a `websocket` tracing span
+//!   (transport, peer, subprotocol, extension).
 //!
 //! Tower layers go in front and decide before the upgrade: each records its
 //! decision in the request's `http::Extensions` (an identity, the agreed

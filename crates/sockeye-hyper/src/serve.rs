@@ -16,7 +16,10 @@
 //! | open connections per client IP | off ([`Serve::max_connections_per_ip`]) | 503, closed |
 //! | TLS handshake | the handshake deadline ([`Serve::tls_handshake_timeout`]) | closed |
 //!
-//! Every refusal is counted ([`Serve::counters`]). Each request carries a
+//! Every refusal is counted ([`Serve::counters`]; with feature `metrics`
+//! also as `sockeye_http_connections_total{outcome}`,
+//! `sockeye_http_connections_open`, `sockeye_handshake_rejections_total
+//! {status, reason}` and `sockeye_http_connections_aborted_total`). Each request carries a
 //! [`ConnectionHandle`] in its extensions, with which a service can abort
 //! its connection (an event stream its client stopped reading).
 
@@ -276,9 +279,26 @@ struct Counters {
     per_ip: Mutex<std::collections::HashMap<IpAddr, usize>>,
 }
 
-fn bump(counter: &AtomicU64) {
+/// Counts an event here and, with feature `metrics`, as `name` with
+/// `labels` through the `metrics` facade.
+fn bump(counter: &AtomicU64, name: &'static str, labels: &'static [(&'static str, &'static str)]) {
     counter.fetch_add(1, Ordering::Relaxed);
+    #[cfg(feature = "metrics")]
+    metrics::counter!(name, labels).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (name, labels);
 }
+
+/// `sockeye_http_connections_open` moved by `delta`.
+fn open_gauge(delta: f64) {
+    #[cfg(feature = "metrics")]
+    metrics::gauge!("sockeye_http_connections_open").increment(delta);
+    #[cfg(not(feature = "metrics"))]
+    let _ = delta;
+}
+
+const CONNECTIONS: &str = "sockeye_http_connections_total";
+const REJECTIONS: &str = "sockeye_handshake_rejections_total";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -312,6 +332,7 @@ struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.counters.open.fetch_sub(1, Ordering::Relaxed);
+        open_gauge(-1.0);
         if let Some(ip) = self.ip {
             let mut per_ip = lock(&self.counters.per_ip);
             if let Some(n) = per_ip.get_mut(&ip) {
@@ -342,7 +363,11 @@ impl Counters {
         max_per_ip: Option<usize>,
     ) -> Result<Slot, Refusal> {
         if self.open.load(Ordering::Relaxed) as usize >= max {
-            bump(&self.refused_busy);
+            bump(
+                &self.refused_busy,
+                CONNECTIONS,
+                &[("outcome", "refused_busy")],
+            );
             return Err(Refusal::Busy);
         }
         let ip = match max_per_ip {
@@ -352,7 +377,11 @@ impl Counters {
                 let n = per_ip.entry(ip).or_insert(0);
                 if *n >= cap {
                     drop(per_ip);
-                    bump(&self.refused_per_ip);
+                    bump(
+                        &self.refused_per_ip,
+                        CONNECTIONS,
+                        &[("outcome", "refused_per_ip")],
+                    );
                     return Err(Refusal::PerIp);
                 }
                 *n += 1;
@@ -360,7 +389,8 @@ impl Counters {
             }
         };
         self.open.fetch_add(1, Ordering::Relaxed);
-        bump(&self.accepted);
+        open_gauge(1.0);
+        bump(&self.accepted, CONNECTIONS, &[("outcome", "accepted")]);
         Ok(Slot {
             counters: Arc::clone(self),
             ip,
@@ -654,6 +684,9 @@ where
                 connection(tcp, handle, shared, stop).await;
             });
         }
+        // No more connections: new ones are refused at once instead of
+        // waiting in the backlog of a server that is going away.
+        drop(listener);
         // Plain HTTP connections finish their request and close; sockets
         // drain; then the grace period for the rest.
         let _ = stop_tx.send(true);
@@ -706,7 +739,11 @@ async fn connection<S, B>(
         if let Some(tls) = shared.tls.clone() {
             let accepted = tokio::time::timeout(shared.tls_timeout, tls.accept(tcp)).await;
             let Ok(Ok(stream)) = accepted else {
-                bump(&shared.counters.tls_failures);
+                bump(
+                    &shared.counters.tls_failures,
+                    REJECTIONS,
+                    &[("status", "closed"), ("reason", "tls_handshake")],
+                );
                 return;
             };
             http(TokioIo::new(stream), &handle, &shared, stop).await;
@@ -721,14 +758,21 @@ async fn connection<S, B>(
             () = handle.requested.raised() => {}
             () = tokio::time::sleep_until(deadline) => {
                 if !handle.requested.is_raised() {
-                    bump(&shared.counters.handshake_timeouts);
                     #[cfg(feature = "tls")]
                     let plain = shared.tls.is_none();
                     #[cfg(not(feature = "tls"))]
                     let plain = true;
-                    if plain && handle.head_started.load(Ordering::Relaxed) {
-                        handle.late_head.store(true, Ordering::Relaxed);
-                    }
+                    let late_head = plain && handle.head_started.load(Ordering::Relaxed);
+                    handle.late_head.store(late_head, Ordering::Relaxed);
+                    bump(
+                        &shared.counters.handshake_timeouts,
+                        REJECTIONS,
+                        if late_head {
+                            &[("status", "408"), ("reason", "handshake_timeout")]
+                        } else {
+                            &[("status", "closed"), ("reason", "handshake_timeout")]
+                        },
+                    );
                     return false;
                 }
             }
@@ -743,7 +787,11 @@ async fn connection<S, B>(
     if in_time == Some(true) {
         tokio::select! {
             () = served.as_mut() => {}
-            () = handle.abort.raised() => bump(&shared.counters.aborted),
+            () = handle.abort.raised() => bump(
+                &shared.counters.aborted,
+                "sockeye_http_connections_aborted_total",
+                &[],
+            ),
         }
     }
     handle.closed.raise();
@@ -829,9 +877,17 @@ fn count_error(counters: &Counters, error: Option<&hyper::Error>) {
         return;
     };
     if error.is_timeout() {
-        bump(&counters.header_timeouts);
+        bump(
+            &counters.header_timeouts,
+            REJECTIONS,
+            &[("status", "closed"), ("reason", "header_timeout")],
+        );
     } else if error.is_parse_too_large() {
-        bump(&counters.head_too_large);
+        bump(
+            &counters.head_too_large,
+            REJECTIONS,
+            &[("status", "431"), ("reason", "head_too_large")],
+        );
     }
     tracing::debug!(%error, "HTTP connection ended with an error");
 }
@@ -861,7 +917,11 @@ where
             + uri.authority().map_or(0, |a| a.as_str().len())
             + uri.path_and_query().map_or(0, |p| p.as_str().len());
         if target > self.shared.max_request_target {
-            bump(&self.shared.counters.uri_too_long);
+            bump(
+                &self.shared.counters.uri_too_long,
+                REJECTIONS,
+                &[("status", "414"), ("reason", "uri_too_long")],
+            );
             let mut resp = Response::new(body::text("request target too long\n"));
             *resp.status_mut() = StatusCode::URI_TOO_LONG;
             return Box::pin(async { Ok(resp) });

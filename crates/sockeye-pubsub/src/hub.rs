@@ -498,7 +498,7 @@ impl Hub {
             inner.queue,
             Arc::clone(&inner.metrics),
         ));
-        inner.metrics.sessions.fetch_add(1, Ordering::Relaxed);
+        inner.metrics.session_opened();
         lock(&inner.sessions).insert(id, Arc::downgrade(&session));
         session
     }
@@ -512,7 +512,7 @@ impl Hub {
         for (topic, ns) in session.finish() {
             self.inner.leave(session, &topic, &ns).await;
         }
-        self.inner.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
+        self.inner.metrics.session_closed();
     }
 
     /// Closes every session (WebSocket close frame, or an SSE `close`
@@ -948,7 +948,7 @@ impl Inner {
             }
             *last = Some((Arc::clone(&p.epoch), p.offset));
         }
-        Metrics::add(&self.metrics.publications, 1);
+        self.metrics.publication();
         let mut prepared: Option<Option<PreparedMessage>> = None;
         let policy = ns.slow_consumer;
         for sub in subs.values_mut() {

@@ -1,16 +1,31 @@
-//! Counters of a hub (also reported through `tracing`).
+//! Counters of a hub: atomics behind [`Hub::metrics`](crate::Hub::metrics),
+//! and with feature `metrics` the same events through the `metrics` facade:
+//!
+//! | name | kind | labels |
+//! |---|---|---|
+//! | `sockeye_pubsub_publications_total` | counter | |
+//! | `sockeye_pubsub_deliveries_total` | counter | |
+//! | `sockeye_pubsub_drops_total` | counter | `policy`: `drop_newest`, `drop_oldest`, `keep_latest` |
+//! | `sockeye_pubsub_slow_disconnects_total` | counter | `reason`: `slow_consumer`, `queue_bound` |
+//! | `sockeye_pubsub_queued_bytes` | gauge | |
+//! | `sockeye_pubsub_sessions` | gauge | |
+//! | `sockeye_pubsub_history_evictions_total` | counter | `reason`: `budget`, `ttl`, `size` |
+//! | `sockeye_pubsub_history_bytes` | gauge | (memory broker) |
+//! | `sockeye_pubsub_broker_reconnects_total` | counter | `broker`: `redis` |
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crate::topic::SlowConsumer;
 
 /// Live counters, cheap to update from every path.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
-    pub(crate) publications: AtomicU64,
-    pub(crate) deliveries: AtomicU64,
-    pub(crate) drops: AtomicU64,
-    pub(crate) slow_disconnects: AtomicU64,
-    pub(crate) queued_bytes: AtomicI64,
-    pub(crate) sessions: AtomicI64,
+    publications: AtomicU64,
+    deliveries: AtomicU64,
+    drops: AtomicU64,
+    slow_disconnects: AtomicU64,
+    queued_bytes: AtomicI64,
+    sessions: AtomicI64,
 }
 
 /// A snapshot of a hub's counters.
@@ -33,21 +48,105 @@ pub struct MetricsSnapshot {
     pub topics: u64,
 }
 
+const R: Ordering = Ordering::Relaxed;
+
 impl Metrics {
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {
-        let r = Ordering::Relaxed;
         MetricsSnapshot {
-            publications: self.publications.load(r),
-            deliveries: self.deliveries.load(r),
-            drops: self.drops.load(r),
-            slow_disconnects: self.slow_disconnects.load(r),
-            queued_bytes: self.queued_bytes.load(r).max(0) as u64,
-            sessions: self.sessions.load(r).max(0) as u64,
+            publications: self.publications.load(R),
+            deliveries: self.deliveries.load(R),
+            drops: self.drops.load(R),
+            slow_disconnects: self.slow_disconnects.load(R),
+            queued_bytes: self.queued_bytes.load(R).max(0) as u64,
+            sessions: self.sessions.load(R).max(0) as u64,
             topics: 0,
         }
     }
 
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    pub(crate) fn publication(&self) {
+        self.publications.fetch_add(1, R);
+        #[cfg(feature = "metrics")]
+        metrics::counter!("sockeye_pubsub_publications_total").increment(1);
     }
+
+    pub(crate) fn delivery(&self) {
+        self.deliveries.fetch_add(1, R);
+        #[cfg(feature = "metrics")]
+        metrics::counter!("sockeye_pubsub_deliveries_total").increment(1);
+    }
+
+    pub(crate) fn dropped(&self, n: u64, policy: SlowConsumer) {
+        self.drops.fetch_add(n, R);
+        #[cfg(feature = "metrics")]
+        {
+            let policy = match policy {
+                SlowConsumer::Disconnect => "disconnect",
+                SlowConsumer::DropNewest => "drop_newest",
+                SlowConsumer::DropOldest => "drop_oldest",
+                SlowConsumer::KeepLatest => "keep_latest",
+            };
+            metrics::counter!("sockeye_pubsub_drops_total", "policy" => policy).increment(n);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = policy;
+    }
+
+    /// A socket closed with 1008: `reason` is `slow_consumer` (its policy)
+    /// or `queue_bound` (control items past the hard bound).
+    pub(crate) fn slow_disconnect(&self, reason: &'static str) {
+        self.slow_disconnects.fetch_add(1, R);
+        #[cfg(feature = "metrics")]
+        metrics::counter!("sockeye_pubsub_slow_disconnects_total", "reason" => reason).increment(1);
+        #[cfg(not(feature = "metrics"))]
+        let _ = reason;
+    }
+
+    /// Bytes queued changed by `delta`.
+    pub(crate) fn queued(&self, delta: i64) {
+        self.queued_bytes.fetch_add(delta, R);
+        #[cfg(feature = "metrics")]
+        metrics::gauge!("sockeye_pubsub_queued_bytes").increment(delta as f64);
+    }
+
+    pub(crate) fn session_opened(&self) {
+        self.sessions.fetch_add(1, R);
+        #[cfg(feature = "metrics")]
+        metrics::gauge!("sockeye_pubsub_sessions").increment(1.0);
+    }
+
+    pub(crate) fn session_closed(&self) {
+        self.sessions.fetch_sub(1, R);
+        #[cfg(feature = "metrics")]
+        metrics::gauge!("sockeye_pubsub_sessions").decrement(1.0);
+    }
+}
+
+/// History leaving the memory broker: `reason` is `budget`, `ttl` or
+/// `size`.
+pub(crate) fn history_dropped(reason: &'static str, bytes: usize) {
+    #[cfg(feature = "metrics")]
+    {
+        metrics::counter!("sockeye_pubsub_history_evictions_total", "reason" => reason)
+            .increment(1);
+        metrics::gauge!("sockeye_pubsub_history_bytes").decrement(bytes as f64);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (reason, bytes);
+}
+
+/// History kept by the memory broker.
+pub(crate) fn history_kept(bytes: usize) {
+    #[cfg(feature = "metrics")]
+    metrics::gauge!("sockeye_pubsub_history_bytes").increment(bytes as f64);
+    #[cfg(not(feature = "metrics"))]
+    let _ = bytes;
+}
+
+/// A broker link came back after a failure.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn broker_reconnected(broker: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("sockeye_pubsub_broker_reconnects_total", "broker" => broker).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = broker;
 }

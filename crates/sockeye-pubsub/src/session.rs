@@ -2,7 +2,6 @@
 //! reading commands.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 #[cfg(feature = "hyper")]
@@ -87,9 +86,7 @@ impl Session {
         let r = f(&mut state.queue);
         let after = state.queue.bytes();
         drop(state);
-        self.metrics
-            .queued_bytes
-            .fetch_add(after as i64 - before as i64, Ordering::Relaxed);
+        self.metrics.queued(after as i64 - before as i64);
         self.notify.notify_one();
         Some(r)
     }
@@ -106,7 +103,7 @@ impl Session {
             return false;
         };
         if outcome.dropped > 0 {
-            Metrics::add(&self.metrics.drops, outcome.dropped);
+            self.metrics.dropped(outcome.dropped, policy);
             tracing::debug!(
                 session = self.id,
                 dropped = outcome.dropped,
@@ -114,12 +111,12 @@ impl Session {
             );
         }
         if outcome.disconnect {
-            Metrics::add(&self.metrics.slow_disconnects, 1);
+            self.metrics.slow_disconnect("slow_consumer");
             tracing::info!(session = self.id, "slow consumer: closing with 1008");
             self.close(CloseCode::POLICY_VIOLATION, "slow consumer");
             return false;
         }
-        Metrics::add(&self.metrics.deliveries, 1);
+        self.metrics.delivery();
         true
     }
 
@@ -129,7 +126,7 @@ impl Session {
             return;
         };
         if self.with_queue(|q| q.control(message)) == Some(false) {
-            Metrics::add(&self.metrics.slow_disconnects, 1);
+            self.metrics.slow_disconnect("queue_bound");
             tracing::info!(
                 session = self.id,
                 "queue past its hard bound: closing with 1008"
@@ -162,9 +159,7 @@ impl Session {
         if let Some(closer) = closer {
             closer.close(code, reason);
         }
-        self.metrics
-            .queued_bytes
-            .fetch_sub(freed as i64, Ordering::Relaxed);
+        self.metrics.queued(-(freed as i64));
         self.notify.notify_one();
     }
 
@@ -206,7 +201,10 @@ impl Session {
         let mut state = self.lock();
         state.finished = true;
         let subs = state.subscriptions.drain().collect();
+        // What was never written leaves the hub's queued-bytes count.
+        let freed = state.queue.clear();
         drop(state);
+        self.metrics.queued(-(freed as i64));
         self.notify.notify_one();
         subs
     }
@@ -225,9 +223,7 @@ impl Session {
             let (closing, finished) = {
                 let mut state = self.lock();
                 let freed = state.queue.take(WRITE_BATCH, &mut batch);
-                self.metrics
-                    .queued_bytes
-                    .fetch_sub(freed as i64, Ordering::Relaxed);
+                self.metrics.queued(-(freed as i64));
                 (state.closing, state.finished)
             };
             if batch.is_empty() {
@@ -271,9 +267,7 @@ impl Session {
             let (closing, finished) = {
                 let mut state = self.lock();
                 let freed = state.queue.take(WRITE_BATCH, &mut batch);
-                self.metrics
-                    .queued_bytes
-                    .fetch_sub(freed as i64, Ordering::Relaxed);
+                self.metrics.queued(-(freed as i64));
                 (state.closing, state.finished)
             };
             let chunk = if batch.is_empty() {

@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release --example chat -- [--addr 127.0.0.1:8080]
 //!     [--redis redis://127.0.0.1:6379 [--redis-mode standalone|sharded]]
-//!     [--allow-origin ORIGIN]... [--allowed-host HOST]... [--rate-limit N] [--history-mb N] [--history-topics N] [--max-connections N] [--max-connections-per-ip N] [--threads N]
+//!     [--allow-origin ORIGIN]... [--allowed-host HOST]... [--rate-limit N] [--history-mb N] [--history-topics N] [--max-connections N] [--max-connections-per-ip N] [--metrics ADDR] [--threads N]
 //! ```
 //! Open http://127.0.0.1:8080 in two windows. Prints `listening on ADDR`
 //! once ready.
@@ -36,7 +36,9 @@ use hyper::body::Incoming;
 use serde_json::Value;
 use sockeye_auth::{AuthLayer, Credentials, Identity, OriginLayer, OriginPolicy, Rejection};
 use sockeye_deflate::{DeflateConfig, DeflateLayer};
-use sockeye_examples::{Args, Caps, history_budget, html_page, not_found, runtime, serve_hub};
+use sockeye_examples::{
+    Args, Caps, history_budget, html_page, not_found, runtime, serve_hub, serve_metrics,
+};
 use sockeye_hyper::server::Drain;
 use sockeye_pubsub::{
     Access, Action, HistoryBudget, Hub, Namespace, RateLimit, RedisBroker, RedisMode,
@@ -68,6 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "threads",
             Caps::FLAGS[0],
             Caps::FLAGS[1],
+            "metrics",
         ],
         &[],
     );
@@ -85,7 +88,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         history: history_budget(&args),
         caps: Caps::from_args(&args),
     };
-    runtime(args.parsed("threads", 0usize))?.block_on(serve(addr, options))
+    let runtime = runtime(args.parsed("threads", 0usize))?;
+    {
+        let _in_runtime = runtime.enter();
+        serve_metrics(&args)?;
+    }
+    runtime.block_on(serve(addr, options))
 }
 
 struct Options {

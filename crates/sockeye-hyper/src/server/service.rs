@@ -12,6 +12,7 @@ use http::{Request, Response};
 use sockeye_proto::Config;
 use sockeye_proto::handshake::server::is_websocket_request;
 use tower_service::Service;
+use tracing::Instrument;
 
 use super::{Drain, Handshake, SharedUpgrader, Upgrader, WebSocket, draining, rejection};
 use crate::body::{self, Body, BoxError};
@@ -203,16 +204,42 @@ where
             return ResponseFuture::fallback(self.fallback.call(req));
         }
         if self.drain.as_ref().is_some_and(Drain::is_draining) {
-            return ResponseFuture::ready(draining());
+            let response = draining();
+            observe::rejected(response.status(), "draining");
+            return ResponseFuture::ready(response);
         }
+        let transport = if req.version() == http::Version::HTTP_2 {
+            "http2"
+        } else {
+            "http1"
+        };
         let (response, upgrading) = match self.upgrader.upgrade(&mut req) {
             Ok(ok) => ok,
             Err(e) => {
                 tracing::debug!(error = %e, "websocket upgrade refused");
-                return ResponseFuture::ready(rejection(&e));
+                let response = rejection(&e);
+                observe::rejected(response.status(), "invalid_upgrade");
+                return ResponseFuture::ready(response);
             }
         };
         let protocol = upgrading.protocol().map(str::to_owned);
+        // One span per socket: where it came from and what it speaks
+        // (never a credential).
+        let span = tracing::info_span!(
+            "websocket",
+            transport,
+            peer = tracing::field::Empty,
+            protocol = protocol.as_deref().unwrap_or(""),
+            extension = response
+                .headers()
+                .get(http::header::SEC_WEBSOCKET_EXTENSIONS)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        );
+        #[cfg(feature = "serve")]
+        if let Some(conn) = req.extensions().get::<crate::ConnectionHandle>() {
+            span.record("peer", tracing::field::display(conn.peer_addr()));
+        }
         let (mut parts, _body) = req.into_parts();
         own_head(&mut parts);
         // What layers put in the extensions (a socket permit, say) lives as
@@ -222,21 +249,27 @@ where
         let handler = self.handler.clone();
         let registration = self.drain.as_ref().map(Drain::reserve);
         let slot = registration.as_ref().map(|r| r.id());
-        let task = tokio::spawn(async move {
-            let mut socket = match upgrading.await {
-                Ok(socket) => socket,
-                Err(e) => {
-                    tracing::debug!(error = %e, "websocket upgrade failed after the 101");
-                    return;
+        let task = tokio::spawn(
+            async move {
+                let mut socket = match upgrading.await {
+                    Ok(socket) => socket,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "websocket upgrade failed after the 101");
+                        return;
+                    }
+                };
+                if let Some(registration) = &registration {
+                    registration.set_close_handle(socket.close_handle());
                 }
-            };
-            if let Some(registration) = &registration {
-                registration.set_close_handle(socket.close_handle());
+                let _open = observe::SocketOpen::new(transport);
+                tracing::debug!("socket open");
+                handler.call(socket, handshake).await;
+                tracing::debug!("socket ended");
+                drop(registration);
+                drop(keep_alive);
             }
-            handler.call(socket, handshake).await;
-            drop(registration);
-            drop(keep_alive);
-        });
+            .instrument(span),
+        );
         if let (Some(drain), Some(id)) = (&self.drain, slot) {
             drain.set_abort(id, task.abort_handle());
         }
@@ -359,5 +392,52 @@ mod tests {
         assert_eq!(parts.headers.get_all("cookie").iter().count(), 2);
         assert!(parts.headers[http::header::AUTHORIZATION].is_sensitive());
         assert_eq!(parts.uri, "/ws?room=a%20b");
+    }
+}
+
+/// The upgrade path through the `metrics` facade (feature `metrics`):
+/// `sockeye_handshake_rejections_total{status, reason}`,
+/// `sockeye_sockets_opened_total{role, transport}` and
+/// `sockeye_sockets_open{role}`.
+mod observe {
+    /// An upgrade answered with `status` instead of 101.
+    pub(super) fn rejected(status: http::StatusCode, reason: &'static str) {
+        #[cfg(feature = "metrics")]
+        metrics::counter!(
+            "sockeye_handshake_rejections_total",
+            "status" => status.as_str().to_owned(),
+            "reason" => reason
+        )
+        .increment(1);
+        #[cfg(not(feature = "metrics"))]
+        let _ = (status, reason);
+    }
+
+    /// A server socket, open while this lives.
+    pub(super) struct SocketOpen;
+
+    impl SocketOpen {
+        pub(super) fn new(transport: &'static str) -> Self {
+            #[cfg(feature = "metrics")]
+            {
+                metrics::counter!(
+                    "sockeye_sockets_opened_total",
+                    "role" => "server",
+                    "transport" => transport
+                )
+                .increment(1);
+                metrics::gauge!("sockeye_sockets_open", "role" => "server").increment(1.0);
+            }
+            #[cfg(not(feature = "metrics"))]
+            let _ = transport;
+            Self
+        }
+    }
+
+    impl Drop for SocketOpen {
+        fn drop(&mut self) {
+            #[cfg(feature = "metrics")]
+            metrics::gauge!("sockeye_sockets_open", "role" => "server").decrement(1.0);
+        }
     }
 }

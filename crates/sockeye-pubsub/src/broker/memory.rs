@@ -194,6 +194,7 @@ impl State {
             data,
         };
         let cost = entry.cost();
+        crate::metrics::history_kept(cost);
         log.entries.push_back(entry);
         let (offset, log_id, epoch) = (log.top, log.id, Arc::clone(&log.epoch));
         let ledger = self
@@ -253,11 +254,21 @@ impl State {
         if emptied {
             self.with_history -= 1;
         }
-        match reason {
-            Reason::Evicted => self.evicted += 1,
-            Reason::Expired => self.expired += 1,
-            Reason::Trimmed => self.trimmed += 1,
-        }
+        let label = match reason {
+            Reason::Evicted => {
+                self.evicted += 1;
+                "budget"
+            }
+            Reason::Expired => {
+                self.expired += 1;
+                "ttl"
+            }
+            Reason::Trimmed => {
+                self.trimmed += 1;
+                "size"
+            }
+        };
+        crate::metrics::history_dropped(label, cost);
         if emptied {
             self.forget_if_idle(topic);
         }

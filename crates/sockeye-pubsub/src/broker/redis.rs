@@ -460,6 +460,7 @@ async fn link_task(
                 }
                 if let Some(inner) = weak.upgrade() {
                     tracing::info!("redis link back");
+                    crate::metrics::broker_reconnected("redis");
                     notify(&inner.handler(), BrokerEvent::LinkUp);
                 }
             }
