@@ -35,7 +35,7 @@ use sockeye_auth::{
     AuthLayer, Credentials, Identity, OriginLayer, OriginPolicy, Rejection, Secret,
 };
 use sockeye_deflate::{DeflateConfig, DeflateLayer};
-use sockeye_examples::{Args, Caps, runtime, serve_metrics, shutdown_signal, tls_config};
+use sockeye_examples::{Args, Caps, SERVER_FLAGS, server_runtime, shutdown_signal, tls_config};
 use sockeye_hyper::server::{Drain, Handshake, UpgradeService, WebSocket};
 use sockeye_proto::{Acceptor, Config, Message};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -62,23 +62,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse(
         USAGE,
         &[
-            &[
-                "addr",
-                "threads",
-                "tls-cert",
-                "tls-key",
-                "allow-origin",
-                "bearer",
-                "metrics",
-            ],
-            &Caps::FLAGS[..],
+            &["addr", "tls-cert", "tls-key", "allow-origin", "bearer"][..],
+            &SERVER_FLAGS,
         ]
         .concat(),
         &["raw", "deflate", "deflate-takeover", "http2"],
     );
     let http2 = args.switch("http2");
     let addr = args.value("addr").unwrap_or("127.0.0.1:9001").to_owned();
-    let threads = args.parsed("threads", 0usize);
     let tls = match (args.value("tls-cert"), args.value("tls-key")) {
         (Some(cert), Some(key)) => Some(tls_config(cert, key, http2)?),
         (None, None) => None,
@@ -104,12 +95,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bearer: args.value("bearer").map(Secret::new),
         caps: Caps::from_args(&args),
     };
-    let runtime = runtime(threads)?;
-    {
-        let _in_runtime = runtime.enter();
-        serve_metrics(&args)?;
-    }
-    runtime.block_on(serve(addr, options))?;
+    server_runtime(&args)?.block_on(serve(addr, options))?;
     Ok(())
 }
 

@@ -24,7 +24,9 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use sockeye_auth::{OriginLayer, OriginPolicy};
 use sockeye_deflate::{DeflateConfig, DeflateLayer};
-use sockeye_examples::{Args, Caps, history_budget, runtime, serve_hub, serve_metrics, text_body};
+use sockeye_examples::{
+    Args, Caps, SERVER_FLAGS, history_budget, serve_hub, server_runtime, text_body,
+};
 use sockeye_hyper::server::Drain;
 use sockeye_pubsub::{HistoryBudget, Hub, Namespace, RateLimit, RedisBroker, RedisMode};
 use tokio::net::TcpListener;
@@ -38,18 +40,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse(
         USAGE,
         &[
-            "addr",
-            "redis",
-            "redis-mode",
-            "threads",
-            "allow-origin",
-            "rate-limit",
-            "history-mb",
-            "history-topics",
-            Caps::FLAGS[0],
-            Caps::FLAGS[1],
-            "metrics",
-        ],
+            &[
+                "addr",
+                "redis",
+                "redis-mode",
+                "allow-origin",
+                "rate-limit",
+                "history-mb",
+                "history-topics",
+            ][..],
+            &SERVER_FLAGS,
+        ]
+        .concat(),
         &["deflate"],
     );
     let addr = args.value("addr").unwrap_or("127.0.0.1:9002").to_owned();
@@ -71,12 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         history: history_budget(&args),
         caps: Caps::from_args(&args),
     };
-    let runtime = runtime(args.parsed("threads", 0usize))?;
-    {
-        let _in_runtime = runtime.enter();
-        serve_metrics(&args)?;
-    }
-    runtime.block_on(serve(addr, options))
+    server_runtime(&args)?.block_on(serve(addr, options))
 }
 
 struct Options {

@@ -4,9 +4,9 @@
 //! examples' connection-cap flags and a drain on Ctrl-C/SIGTERM.
 #![forbid(unsafe_code)]
 
-use http::{Request, Response};
-use hyper::body::Incoming;
+use http::Response;
 use sockeye_hyper::Body;
+use sockeye_hyper::HttpService;
 use sockeye_hyper::server::Drain;
 use std::collections::HashMap;
 use tokio::net::TcpListener;
@@ -191,20 +191,32 @@ pub fn not_found() -> Response<Body> {
     resp
 }
 
-/// With `--metrics ADDR`: serves every `sockeye_*` counter and gauge at
-/// `http://ADDR/metrics` in the Prometheus text format. Call it inside the
-/// runtime (the exporter runs on it).
-pub fn serve_metrics(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let Some(addr) = args.value("metrics") else {
-        return Ok(());
-    };
-    let addr: std::net::SocketAddr = addr.parse().map_err(|e| format!("--metrics {addr}: {e}"))?;
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .map_err(|e| format!("--metrics {addr}: {e}"))?;
-    eprintln!("metrics: http://{addr}/metrics");
-    Ok(())
+/// The flags every server example shares, to list in [`Args::parse`]:
+/// `--threads N` and `--metrics ADDR` ([`server_runtime`]), and the
+/// connection caps ([`Caps::from_args`]).
+pub const SERVER_FLAGS: [&str; 4] = [
+    "threads",
+    "metrics",
+    "max-connections",
+    "max-connections-per-ip",
+];
+
+/// The runtime of a server example ([`runtime`] with `--threads N`). With
+/// `--metrics ADDR` it also serves every `sockeye_*` counter and gauge at
+/// `http://ADDR/metrics` in the Prometheus text format, on this runtime.
+pub fn server_runtime(args: &Args) -> Result<tokio::runtime::Runtime, Box<dyn std::error::Error>> {
+    let runtime = runtime(args.parsed("threads", 0usize))?;
+    if let Some(addr) = args.value("metrics") {
+        let addr: std::net::SocketAddr =
+            addr.parse().map_err(|e| format!("--metrics {addr}: {e}"))?;
+        let _in_runtime = runtime.enter();
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|e| format!("--metrics {addr}: {e}"))?;
+        eprintln!("metrics: http://{addr}/metrics");
+    }
+    Ok(runtime)
 }
 
 /// The connection caps of a server example: `--max-connections N`
@@ -227,9 +239,6 @@ impl Default for Caps {
 }
 
 impl Caps {
-    /// The flags [`Caps::from_args`] reads, to list in [`Args::parse`].
-    pub const FLAGS: [&'static str; 2] = ["max-connections", "max-connections-per-ip"];
-
     /// The caps from the flags.
     pub fn from_args(args: &Args) -> Self {
         let per_ip = args.parsed("max-connections-per-ip", 0usize);
@@ -243,16 +252,13 @@ impl Caps {
 /// `sockeye_hyper::serve` on `listener` under `caps`, draining `drain` on
 /// Ctrl-C or SIGTERM after `on_shutdown` ran (a pub/sub hub closes its
 /// sessions there, so event streams end and their connections finish).
-pub fn serve<S, B>(
+pub fn serve<S: HttpService>(
     listener: TcpListener,
     service: S,
     drain: &Drain,
     caps: Caps,
     on_shutdown: impl FnOnce() + Send + 'static,
-) -> sockeye_hyper::Serve<S>
-where
-    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-{
+) -> sockeye_hyper::Serve<S> {
     let open = drain.clone();
     sockeye_hyper::serve(listener, service)
         .max_connections(caps.max)
@@ -270,16 +276,13 @@ where
 
 /// A hub's server: [`serve`] closing every session of `hub` (WebSocket or
 /// event stream) with 1001 on shutdown.
-pub fn serve_hub<S, B>(
+pub fn serve_hub<S: HttpService>(
     listener: TcpListener,
     service: S,
     drain: &Drain,
     caps: Caps,
     hub: &sockeye_pubsub::Hub,
-) -> sockeye_hyper::Serve<S>
-where
-    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-{
+) -> sockeye_hyper::Serve<S> {
     let hub = hub.clone();
     serve(listener, service, drain, caps, move || {
         hub.close_all(sockeye_proto::CloseCode::GOING_AWAY, "server shutting down");

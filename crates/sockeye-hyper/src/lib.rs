@@ -144,5 +144,5 @@ pub use body::{Body, BoxError};
 pub use disable::{DISABLE_ENV, disabled_by_env};
 pub use error::Error;
 #[cfg(feature = "serve")]
-pub use serve::{ConnectionHandle, Serve, serve};
+pub use serve::{ConnectionHandle, HttpService, Serve, serve};
 pub use sockeye_proto::{CloseCode, CloseFrame, Config, Message};

@@ -40,7 +40,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use sockeye_proto::Config;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
 use crate::body::{self, Body, BoxError};
@@ -76,10 +77,7 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// ```
 ///
 /// An axum app: see [`crate::axum`] (with feature `axum`).
-pub fn serve<S, B>(listener: TcpListener, service: S) -> Serve<S>
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-{
+pub fn serve<S: HttpService>(listener: TcpListener, service: S) -> Serve<S> {
     Serve {
         listener,
         service,
@@ -97,6 +95,36 @@ where
         grace: DEFAULT_SHUTDOWN_GRACE,
         counters: Arc::default(),
     }
+}
+
+/// What [`serve`] runs: a cloneable tower service of hyper requests whose
+/// response bodies carry `Bytes` (an axum `Router`, an
+/// [`UpgradeService`](crate::server::UpgradeService), a `ServiceBuilder`
+/// stack of them). Implemented for every such service; not to implement.
+pub trait HttpService:
+    Service<
+        Request<Incoming>,
+        Response = Response<Self::ResBody>,
+        Error: Into<BoxError>,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+    /// The response body.
+    type ResBody: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static;
+}
+
+impl<S, B> HttpService for S
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type ResBody = B;
 }
 
 /// A server being configured; `.await` runs it. See [`serve`].
@@ -398,42 +426,12 @@ impl Counters {
     }
 }
 
-/// A one-way flag to wait on.
-#[derive(Default)]
-struct Flag {
-    set: AtomicBool,
-    notify: Notify,
-}
-
-impl Flag {
-    fn raise(&self) {
-        self.set.store(true, Ordering::Release);
-        self.notify.notify_waiters();
-    }
-
-    fn is_raised(&self) -> bool {
-        self.set.load(Ordering::Acquire)
-    }
-
-    async fn raised(&self) {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.is_raised() {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
 struct Handle {
     peer: SocketAddr,
-    abort: Flag,
-    closed: Flag,
+    abort: CancellationToken,
+    closed: CancellationToken,
     /// Set when the first request arrived (the handshake deadline is met).
-    requested: Flag,
+    requested: CancellationToken,
     /// Bytes arrived (a request head started).
     head_started: AtomicBool,
     /// The deadline passed mid-head on plain TCP: 408 on the way out.
@@ -449,7 +447,7 @@ impl fmt::Debug for ConnectionHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnectionHandle")
             .field("peer", &self.0.peer)
-            .field("closed", &self.0.closed.is_raised())
+            .field("closed", &self.0.closed.is_cancelled())
             .finish()
     }
 }
@@ -463,12 +461,12 @@ impl ConnectionHandle {
     /// Drops the connection now, with a TCP reset: for a response its
     /// client stopped reading (every request on it ends).
     pub fn abort(&self) {
-        self.0.abort.raise();
+        self.0.abort.cancel();
     }
 
     /// Completes once the connection is gone.
     pub async fn closed(&self) {
-        self.0.closed.raised().await;
+        self.0.closed.cancelled().await;
     }
 }
 
@@ -511,7 +509,7 @@ impl Drop for Tcp {
             // takes these bytes without waiting.
             let _ = self.stream.try_write(LATE_HEAD);
         }
-        if self.reset.abort.is_raised() {
+        if self.reset.abort.is_cancelled() {
             // A reset frees the kernel's send buffer at once.
             let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
         }
@@ -577,14 +575,7 @@ struct Shared<S> {
     counters: Arc<Counters>,
 }
 
-impl<S, B> IntoFuture for Serve<S>
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+impl<S: HttpService> IntoFuture for Serve<S> {
     type Output = io::Result<()>;
     type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
 
@@ -596,14 +587,7 @@ where
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n\
 content-type: text/plain\r\ncontent-length: 20\r\nretry-after: 1\r\n\r\ntoo many connections";
 
-impl<S, B> Serve<S>
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+impl<S: HttpService> Serve<S> {
     async fn run(self) -> io::Result<()> {
         let Self {
             listener,
@@ -667,9 +651,9 @@ where
             let _ = tcp.set_nodelay(true);
             let handle = Arc::new(Handle {
                 peer,
-                abort: Flag::default(),
-                closed: Flag::default(),
-                requested: Flag::default(),
+                abort: CancellationToken::new(),
+                closed: CancellationToken::new(),
+                requested: CancellationToken::new(),
                 head_started: AtomicBool::new(false),
                 late_head: AtomicBool::new(false),
             });
@@ -721,18 +705,12 @@ async fn refuse(mut tcp: TcpStream) {
 
 /// Serves one connection: TLS, then HTTP, under the handshake deadline
 /// until its first request, and until aborted or shut down.
-async fn connection<S, B>(
+async fn connection<S: HttpService>(
     tcp: Tcp,
     handle: Arc<Handle>,
     shared: Arc<Shared<S>>,
     stop: watch::Receiver<bool>,
-) where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+) {
     let deadline = tokio::time::Instant::now() + shared.config.handshake_timeout();
     let served = async {
         #[cfg(feature = "tls")]
@@ -755,9 +733,9 @@ async fn connection<S, B>(
     // The deadline holds until the first request arrives.
     let first = async {
         tokio::select! {
-            () = handle.requested.raised() => {}
+            () = handle.requested.cancelled() => {}
             () = tokio::time::sleep_until(deadline) => {
-                if !handle.requested.is_raised() {
+                if !handle.requested.is_cancelled() {
                     #[cfg(feature = "tls")]
                     let plain = shared.tls.is_none();
                     #[cfg(not(feature = "tls"))]
@@ -782,19 +760,19 @@ async fn connection<S, B>(
     let in_time = tokio::select! {
         () = served.as_mut() => None,
         in_time = first => Some(in_time),
-        () = handle.abort.raised() => Some(false),
+        () = handle.abort.cancelled() => Some(false),
     };
     if in_time == Some(true) {
         tokio::select! {
             () = served.as_mut() => {}
-            () = handle.abort.raised() => bump(
+            () = handle.abort.cancelled() => bump(
                 &shared.counters.aborted,
                 "sockeye_http_connections_aborted_total",
                 &[],
             ),
         }
     }
-    handle.closed.raise();
+    handle.closed.cancel();
 }
 
 /// Runs a hyper connection; once `stop` changes, lets it finish its
@@ -813,18 +791,14 @@ macro_rules! until_stopped {
 }
 
 /// HTTP on an established stream.
-async fn http<I, S, B>(
+async fn http<I, S>(
     io: I,
     handle: &Arc<Handle>,
     shared: &Arc<Shared<S>>,
     mut stop: watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    S: HttpService,
 {
     let service = Wrapped {
         shared: Arc::clone(shared),
@@ -898,20 +872,13 @@ struct Wrapped<S> {
     handle: ConnectionHandle,
 }
 
-impl<S, B> hyper::service::Service<Request<Incoming>> for Wrapped<S>
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+impl<S: HttpService> hyper::service::Service<Request<Incoming>> for Wrapped<S> {
     type Response = Response<Body>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        self.handle.0.requested.raise();
+        self.handle.0.requested.cancel();
         let uri = req.uri();
         let target = uri.scheme_str().map_or(0, |s| s.len() + 3)
             + uri.authority().map_or(0, |a| a.as_str().len())

@@ -6,6 +6,8 @@
 //! 404 at once.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -207,30 +209,12 @@ fn post(token: &str, body: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_never_read_event_stream_is_cut_and_its_session_ends_at_once() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let hub = hub();
     let addr = serve(&hub, Path::Serve).await;
     // An event stream with a 4 KiB receive buffer, read up to its token.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stream = socket.connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
-        .await
-        .unwrap();
-    let mut seen = Vec::new();
+    let (mut stream, token) = common::sse_stream(addr, Some(4096)).await;
     let mut buf = [0u8; 512];
-    let token = loop {
-        let n = stream.read(&mut buf).await.unwrap();
-        assert!(n > 0);
-        seen.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&seen);
-        if let Some(rest) = text.split_once("\"session\":\"").map(|(_, r)| r.to_owned())
-            && let Some((token, _)) = rest.split_once('"')
-        {
-            break token.to_owned();
-        }
-    };
     let subscribe = r#"{"id":1,"op":"subscribe","topic":"feed:x"}"#;
     assert!(
         exchange(addr, post(&token, subscribe))

@@ -307,31 +307,6 @@ async fn close_all_closes_both_transports() {
     assert_eq!(serde_json::from_str::<Value>(&data).unwrap()["code"], 1001);
 }
 
-/// Opens an event stream on raw TCP and reads up to its session token.
-async fn raw_stream(addr: SocketAddr) -> (TcpStream, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-        .await
-        .unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 1024];
-    loop {
-        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "stream closed before its token");
-        seen.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&seen);
-        if let Some((_, rest)) = text.split_once("\"session\":\"")
-            && let Some((token, _)) = rest.split_once('"')
-        {
-            return (tcp, token.to_owned());
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trickled_posts_time_out_and_a_thousand_idle_streams_leave_the_hub_serving() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -347,7 +322,7 @@ async fn trickled_posts_time_out_and_a_thousand_idle_streams_leave_the_hub_servi
 
     // An endless POST body, one chunk every 100 ms: 408 at the body
     // timeout, and the session is untouched.
-    let (_stream, token) = raw_stream(addr).await;
+    let (_stream, token) = common::sse_stream(addr, None).await;
     let mut slow = TcpStream::connect(addr).await.unwrap();
     slow.write_all(
         format!(
@@ -388,7 +363,7 @@ async fn trickled_posts_time_out_and_a_thousand_idle_streams_leave_the_hub_servi
     // A thousand streams that never send a command.
     let mut idle = Vec::new();
     for _ in 0..1000 {
-        idle.push(raw_stream(addr).await.0);
+        idle.push(common::sse_stream(addr, None).await.0);
     }
     assert_eq!(hub.metrics().sessions, 1001);
     // The hub keeps serving a WebSocket client.

@@ -37,7 +37,7 @@ use serde_json::Value;
 use sockeye_auth::{AuthLayer, Credentials, Identity, OriginLayer, OriginPolicy, Rejection};
 use sockeye_deflate::{DeflateConfig, DeflateLayer};
 use sockeye_examples::{
-    Args, Caps, history_budget, html_page, not_found, runtime, serve_hub, serve_metrics,
+    Args, Caps, SERVER_FLAGS, history_budget, html_page, not_found, serve_hub, server_runtime,
 };
 use sockeye_hyper::server::Drain;
 use sockeye_pubsub::{
@@ -59,19 +59,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse(
         USAGE,
         &[
-            "addr",
-            "redis",
-            "redis-mode",
-            "allow-origin",
-            "allowed-host",
-            "rate-limit",
-            "history-mb",
-            "history-topics",
-            "threads",
-            Caps::FLAGS[0],
-            Caps::FLAGS[1],
-            "metrics",
-        ],
+            &[
+                "addr",
+                "redis",
+                "redis-mode",
+                "allow-origin",
+                "allowed-host",
+                "rate-limit",
+                "history-mb",
+                "history-topics",
+            ][..],
+            &SERVER_FLAGS,
+        ]
+        .concat(),
         &[],
     );
     let addr = args.value("addr").unwrap_or("127.0.0.1:8080").to_owned();
@@ -88,12 +88,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         history: history_budget(&args),
         caps: Caps::from_args(&args),
     };
-    let runtime = runtime(args.parsed("threads", 0usize))?;
-    {
-        let _in_runtime = runtime.enter();
-        serve_metrics(&args)?;
-    }
-    runtime.block_on(serve(addr, options))
+    server_runtime(&args)?.block_on(serve(addr, options))
 }
 
 struct Options {

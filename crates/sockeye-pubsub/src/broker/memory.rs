@@ -87,9 +87,22 @@ struct Log {
     id: u64,
     epoch: Arc<str>,
     top: u64,
-    /// The per-topic bounds of the last publication.
-    history: Option<History>,
+    /// The per-topic bounds of the last publication (or history request).
+    history: History,
     entries: VecDeque<Entry>,
+}
+
+impl Log {
+    /// An empty log in a new epoch.
+    fn new(id: u64, history: History) -> Self {
+        Self {
+            id,
+            epoch: new_epoch().into(),
+            top: 0,
+            history,
+            entries: VecDeque::new(),
+        }
+    }
 }
 
 /// One retained publication, in publication order within a namespace.
@@ -164,29 +177,27 @@ fn live(topics: &HashMap<Arc<str>, Log>, record: &Record) -> bool {
 }
 
 impl State {
-    /// Appends a publication to `topic`'s log: its offset and epoch.
+    /// Appends a publication to `topic`'s log: the topic's shared name, the
+    /// offset and the epoch.
     fn push(
         &mut self,
         topic: &str,
         data: Arc<str>,
         history: History,
         now: Instant,
-    ) -> (u64, Arc<str>) {
+    ) -> (Arc<str>, u64, Arc<str>) {
         let key: Arc<str> = match self.topics.get_key_value(topic) {
             Some((key, _)) => Arc::clone(key),
             None => Arc::from(topic),
         };
         self.next_id += 1;
         let id = self.next_id;
-        let log = self.topics.entry(Arc::clone(&key)).or_insert_with(|| Log {
-            id,
-            epoch: new_epoch().into(),
-            top: 0,
-            history: None,
-            entries: VecDeque::new(),
-        });
+        let log = self
+            .topics
+            .entry(Arc::clone(&key))
+            .or_insert_with(|| Log::new(id, history));
         log.top += 1;
-        log.history = Some(history);
+        log.history = history;
         let first = log.entries.is_empty();
         let entry = Entry {
             offset: log.top,
@@ -204,7 +215,7 @@ impl State {
         ledger.fifo.push_back(Record {
             log: log_id,
             at: now,
-            topic: key,
+            topic: Arc::clone(&key),
             offset,
         });
         ledger.bytes += cost;
@@ -224,7 +235,7 @@ impl State {
                 ledger.fifo.shrink_to(2 * ledger.fifo.len());
             }
         }
-        (offset, epoch)
+        (key, offset, epoch)
     }
 
     /// Drops `topic`'s oldest entry with all accounting; a log left empty
@@ -375,7 +386,7 @@ impl State {
                     .topics
                     .get(&record.topic)
                     .filter(|_| live(&self.topics, record))
-                    .map(|log| log.history.map_or(Duration::ZERO, |h| h.ttl));
+                    .map(|log| log.history.ttl);
                 match ttl {
                     // A stale record.
                     None => {
@@ -506,7 +517,7 @@ impl Broker for MemoryBroker {
             // The lock orders offsets and deliveries alike.
             let mut state = lock(&self.state);
             let now = Instant::now();
-            let (offset, epoch) = state.push(topic, Arc::clone(&data), history, now);
+            let (key, offset, epoch) = state.push(topic, Arc::clone(&data), history, now);
             state.prune(topic, history, now);
             state.enforce(
                 namespace_of(topic),
@@ -523,7 +534,7 @@ impl Broker for MemoryBroker {
             notify(
                 &handler,
                 BrokerEvent::Publication {
-                    topic: Arc::from(topic),
+                    topic: key,
                     publication: Publication {
                         offset,
                         epoch,
@@ -549,16 +560,7 @@ impl Broker for MemoryBroker {
             if !state.topics.contains_key(topic) && state.subscribed.contains_key(topic) {
                 state.next_id += 1;
                 let id = state.next_id;
-                state.topics.insert(
-                    Arc::from(topic),
-                    Log {
-                        id,
-                        epoch: new_epoch().into(),
-                        top: 0,
-                        history: Some(history),
-                        entries: VecDeque::new(),
-                    },
-                );
+                state.topics.insert(Arc::from(topic), Log::new(id, history));
             }
             let Some(log) = state.topics.get(topic) else {
                 let epoch = new_epoch();

@@ -239,3 +239,37 @@ impl Client {
         }
     }
 }
+
+/// Opens an event stream (the SSE fallback at `/ws`) on raw TCP, with
+/// `recv_buffer` bytes of kernel receive buffer if given, and reads up to
+/// its session token.
+pub async fn sse_stream(
+    addr: SocketAddr,
+    recv_buffer: Option<u32>,
+) -> (tokio::net::TcpStream, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(bytes) = recv_buffer {
+        socket.set_recv_buffer_size(bytes).unwrap();
+    }
+    let mut tcp = socket.connect(addr).await.unwrap();
+    tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "stream closed before its token");
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen);
+        if let Some((_, rest)) = text.split_once("\"session\":\"")
+            && let Some((token, _)) = rest.split_once('"')
+        {
+            return (tcp, token.to_owned());
+        }
+    }
+}
