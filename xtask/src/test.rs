@@ -14,7 +14,7 @@ const REDIS_SERVER: &str = "/usr/bin/redis-server";
 
 /// The tests' system dependencies: nginx (sockeye-hyper's reverse-proxy
 /// test), redis-server (sockeye-pubsub's Redis broker tests, the chat
-/// cluster), chromium and its WebDriver (the chat page in a real browser).
+/// cluster), nats-server (the NATS broker tests), chromium and its WebDriver (the chat page in a real browser).
 pub(crate) fn ensure_test_tools() -> Result {
     ensure_binary(
         "/usr/sbin/nginx",
@@ -25,6 +25,11 @@ pub(crate) fn ensure_test_tools() -> Result {
         REDIS_SERVER,
         &["redis-server"],
         "sockeye-pubsub's tests run real Redis servers (pub/sub, streams, cluster)",
+    )?;
+    ensure_binary(
+        "/usr/sbin/nats-server",
+        &["nats-server"],
+        "sockeye-pubsub's NATS broker tests run real nats-server processes",
     )?;
     ensure_binary(
         "/usr/bin/chromedriver",

@@ -52,6 +52,9 @@ pub enum Error {
     },
     /// The broker failed.
     Broker(String),
+    /// The hub's configuration cannot be served (see
+    /// [`HubBuilder::try_build`](crate::HubBuilder::try_build)).
+    Config(String),
     /// Data could not be encoded as JSON.
     Json(serde_json::Error),
     /// The WebSocket failed.
@@ -73,7 +76,9 @@ impl Error {
         match self {
             Self::Refused { code, .. } => *code,
             Self::Json(_) => ErrorCode::BadRequest,
-            Self::Broker(_) | Self::WebSocket(_) | Self::Closed => ErrorCode::Unavailable,
+            Self::Broker(_) | Self::Config(_) | Self::WebSocket(_) | Self::Closed => {
+                ErrorCode::Unavailable
+            }
         }
     }
 }
@@ -83,6 +88,7 @@ impl fmt::Display for Error {
         match self {
             Self::Refused { code, message } => write!(f, "{}: {message}", code.as_str()),
             Self::Broker(e) => write!(f, "broker: {e}"),
+            Self::Config(e) => write!(f, "configuration: {e}"),
             Self::Json(e) => write!(f, "JSON: {e}"),
             Self::WebSocket(e) => write!(f, "WebSocket: {e}"),
             Self::Closed => f.write_str("closed"),

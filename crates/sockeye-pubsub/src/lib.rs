@@ -13,7 +13,8 @@
 //!   it missed, or is told recovery failed — never a partial replay.
 //! - Presence lists members and announces joins and leaves.
 //! - The [`Broker`] links nodes: [`MemoryBroker`] in one process,
-//!   `RedisBroker` (feature `redis`) across processes, with one broker
+//!   `RedisBroker` (feature `redis`) or `NatsBroker` (feature `nats`, no
+//!   history) across processes, with one broker
 //!   subscription per topic per node.
 //!
 //! ```no_run
@@ -48,23 +49,24 @@ mod metrics;
 pub mod protocol;
 mod queue;
 mod session;
-#[cfg(feature = "hyper")]
-mod sse;
 mod topic;
+mod transport;
 
 pub use authorizer::{Access, Action, AllowAll, Authorizer};
 pub use broker::{
     Broker, BrokerEvent, BrokerHandler, HistoryStats, Member, MemoryBroker, Publication,
 };
+#[cfg(feature = "nats")]
+pub use broker::{NatsBroker, NatsBrokerBuilder};
 #[cfg(feature = "redis")]
 pub use broker::{RedisBroker, RedisBrokerBuilder, RedisMode};
 pub use error::{Error, ErrorCode};
-#[cfg(feature = "hyper")]
-pub use hub::HubHandler;
-pub use hub::{Hub, HubBuilder};
+pub use hub::{Hub, HubBuilder, SessionHandle};
 pub use metrics::MetricsSnapshot;
 pub use protocol::StreamPosition;
-pub use session::{RateLimit, SessionHandle};
-#[cfg(feature = "hyper")]
-pub use sse::SseService;
+pub use session::RateLimit;
 pub use topic::{History, HistoryBudget, Namespace, SlowConsumer, topic_namespace};
+#[cfg(feature = "hyper")]
+pub use transport::sse::SseService;
+#[cfg(feature = "hyper")]
+pub use transport::ws::HubHandler;

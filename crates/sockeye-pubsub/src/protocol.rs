@@ -167,6 +167,20 @@ pub(crate) fn reply_error(id: Option<u64>, code: ErrorCode, message: &str) -> St
     )
 }
 
+/// A stream position as a reply's `ok` object:
+/// `{"offset":N,"epoch":E<,"recovered":B>}`, `{}` without one.
+pub(crate) fn position_json(position: Option<&StreamPosition>, recovered: Option<bool>) -> String {
+    let Some(p) = position else {
+        return "{}".to_owned();
+    };
+    let recovered = recovered.map_or_else(String::new, |r| format!(",\"recovered\":{r}"));
+    format!(
+        "{{\"offset\":{},\"epoch\":{}{recovered}}}",
+        p.offset,
+        json_string(&p.epoch)
+    )
+}
+
 /// A publication push: `{"topic":T,"offset":N,"data":D}` (no offset without
 /// history).
 pub(crate) fn push(topic: &str, offset: Option<u64>, data: &str) -> String {

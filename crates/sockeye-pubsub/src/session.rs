@@ -1,28 +1,28 @@
-//! One client socket: its queue, the task writing it out, and the loop
-//! reading commands.
+//! One client connection, whatever transport carries it: its identity and
+//! subscriptions, its outgoing queue, and its command budget.
+//!
+//! The hub hands a session what to send ([`Session::push`],
+//! [`Session::control`], [`Session::lag`]); a transport's writer takes it
+//! out in batches ([`Session::take_batch`]) and waits for more
+//! ([`Session::notified`]). A session knows neither the hub nor a
+//! transport.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-#[cfg(feature = "hyper")]
-use bytes::Bytes;
 use sockeye_auth::Identity;
-use sockeye_proto::{CloseCode, CloseHandle, Message, PreparedMessage, WriteHalf};
-use tokio::io::{AsyncRead, AsyncWrite};
+use sockeye_proto::{CloseCode, CloseHandle, Message, PreparedMessage};
 use tokio::sync::Notify;
-#[cfg(feature = "hyper")]
-use tokio::sync::mpsc;
+use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 
 use crate::broker::Member;
-use crate::error::{Error, ErrorCode};
 use crate::metrics::Metrics;
-use crate::protocol;
 use crate::queue::{PushTopic, Queue, QueueLimits};
 use crate::topic::{Namespace, SlowConsumer};
 
-/// How many queued messages the writer takes per batch (one flush each).
-const WRITE_BATCH: usize = 64;
+/// How many queued messages a writer takes per batch (one flush each).
+pub(crate) const WRITE_BATCH: usize = 64;
 
 pub(crate) struct Session {
     pub(crate) id: u64,
@@ -213,168 +213,23 @@ impl Session {
         self.lock().queue.bytes()
     }
 
-    /// Writes the queue out until the session closes or finishes.
-    pub(crate) async fn write_loop<S>(self: Arc<Self>, mut write: WriteHalf<S>)
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let mut batch = Vec::with_capacity(WRITE_BATCH);
-        loop {
-            let (closing, finished) = {
-                let mut state = self.lock();
-                let freed = state.queue.take(WRITE_BATCH, &mut batch);
-                self.metrics.queued(-(freed as i64));
-                (state.closing, state.finished)
-            };
-            if batch.is_empty() {
-                if let Some((code, reason)) = closing {
-                    let _ = write.close(code, reason).await;
-                    return;
-                }
-                if finished {
-                    return;
-                }
-                self.notify.notified().await;
-                continue;
-            }
-            for message in batch.drain(..) {
-                if write.feed_prepared(&message).await.is_err() {
-                    self.close(CloseCode::ABNORMAL, "write failed");
-                    return;
-                }
-            }
-            if write.flush().await.is_err() {
-                self.close(CloseCode::ABNORMAL, "write failed");
-                return;
-            }
-        }
-    }
-}
-
-impl Session {
-    /// Writes the queue out as Server-Sent Events (`data: <line>`) into
-    /// `tx`, with a comment every `keepalive` while idle, until the session
-    /// closes (a final `close` event) or the client goes away.
-    ///
-    /// Once the session is closing, the stream has `stream.close_timeout`
-    /// to reach the client; a client that does not read it by then has its
-    /// connection aborted (when served by `sockeye_hyper::serve`).
-    #[cfg(feature = "hyper")]
-    pub(crate) async fn sse_loop(self: Arc<Self>, tx: mpsc::Sender<Bytes>, stream: SseStream) {
-        use bytes::{BufMut, BytesMut};
-        let mut batch = Vec::with_capacity(WRITE_BATCH);
-        loop {
-            let (closing, finished) = {
-                let mut state = self.lock();
-                let freed = state.queue.take(WRITE_BATCH, &mut batch);
-                self.metrics.queued(-(freed as i64));
-                (state.closing, state.finished)
-            };
-            let chunk = if batch.is_empty() {
-                if let Some((code, reason)) = closing {
-                    stream.finish(tx, code, reason).await;
-                    return;
-                }
-                if finished {
-                    return;
-                }
-                tokio::select! {
-                    () = self.notify.notified() => continue,
-                    () = tx.closed() => {
-                        self.close(CloseCode::GOING_AWAY, "event stream closed");
-                        return;
-                    }
-                    () = tokio::time::sleep(stream.keepalive) => Bytes::from_static(b": keepalive\n\n"),
-                }
-            } else {
-                let mut chunk = BytesMut::new();
-                for message in batch.drain(..) {
-                    chunk.put_slice(b"data: ");
-                    chunk.put_slice(&message.payload());
-                    chunk.put_slice(b"\n\n");
-                }
-                chunk.freeze()
-            };
-            if !self.send_unless_closing(&tx, chunk).await {
-                self.close(CloseCode::GOING_AWAY, "event stream closed");
-                return;
-            }
-        }
+    /// Moves up to [`WRITE_BATCH`] queued messages into `batch`, for a
+    /// transport's writer; returns the close to send once the session is
+    /// closing, and whether it finished (the reader ended).
+    pub(crate) fn take_batch(
+        &self,
+        batch: &mut Vec<PreparedMessage>,
+    ) -> (Option<(CloseCode, &'static str)>, bool) {
+        let mut state = self.lock();
+        let freed = state.queue.take(WRITE_BATCH, batch);
+        self.metrics.queued(-(freed as i64));
+        (state.closing, state.finished)
     }
 
-    /// Sends a chunk, or gives up on it once the session is closing (the
-    /// client may never read it): false if the client went away.
-    #[cfg(feature = "hyper")]
-    async fn send_unless_closing(&self, tx: &mpsc::Sender<Bytes>, chunk: Bytes) -> bool {
-        let send = tx.send(chunk);
-        tokio::pin!(send);
-        loop {
-            tokio::select! {
-                sent = &mut send => return sent.is_ok(),
-                () = self.notify.notified() => {
-                    if self.is_closed() {
-                        return true;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// How an event stream ends, and what it may do to its connection.
-#[cfg(feature = "hyper")]
-pub(crate) struct SseStream {
-    pub(crate) keepalive: std::time::Duration,
-    pub(crate) close_timeout: std::time::Duration,
-    /// The connection, when served by `sockeye_hyper::serve`.
-    pub(crate) connection: Option<sockeye_hyper::ConnectionHandle>,
-    /// HTTP/1: the connection ends with the stream (`Connection: close`).
-    pub(crate) http1: bool,
-    /// Resolves once hyper dropped the response body.
-    pub(crate) body_gone: tokio::sync::oneshot::Receiver<()>,
-}
-
-#[cfg(feature = "hyper")]
-impl SseStream {
-    /// Sends the `close` event and waits, up to the close timeout, for the
-    /// client to have it; past that the connection is aborted.
-    async fn finish(self, tx: mpsc::Sender<Bytes>, code: CloseCode, reason: &str) {
-        let event = format!(
-            "event: close\ndata: {{\"code\":{},\"reason\":{}}}\n\n",
-            code.as_u16(),
-            protocol::json_string(reason)
-        );
-        let Self {
-            close_timeout,
-            connection,
-            http1,
-            body_gone,
-            ..
-        } = self;
-        let delivered = tokio::time::timeout(close_timeout, async {
-            if tx.send(Bytes::from(event)).await.is_err() {
-                return;
-            }
-            // The body ends once what is in the channel is read.
-            drop(tx);
-            match &connection {
-                // hyper closes the connection once the end is written.
-                Some(conn) if http1 => conn.closed().await,
-                _ => {
-                    let _ = body_gone.await;
-                }
-            }
-        })
-        .await;
-        if delivered.is_err()
-            && let Some(conn) = connection
-        {
-            tracing::debug!(
-                peer = %conn.peer_addr(),
-                "event stream not read within the close timeout: connection aborted"
-            );
-            conn.abort();
-        }
+    /// Resolves once something was queued, or the session closed or
+    /// finished, since the writer last waited.
+    pub(crate) fn notified(&self) -> Notified<'_> {
+        self.notify.notified()
     }
 }
 
@@ -409,14 +264,14 @@ impl RateLimit {
 }
 
 /// A token bucket.
-pub(crate) struct Bucket {
+struct Bucket {
     limit: RateLimit,
     tokens: f64,
     at: Instant,
 }
 
 impl Bucket {
-    pub(crate) fn new(limit: RateLimit) -> Self {
+    fn new(limit: RateLimit) -> Self {
         Self {
             limit,
             tokens: f64::from(limit.burst),
@@ -424,7 +279,7 @@ impl Bucket {
         }
     }
 
-    pub(crate) fn take(&mut self) -> bool {
+    fn take(&mut self) -> bool {
         let now = Instant::now();
         let elapsed = now.duration_since(self.at).as_secs_f64();
         self.at = now;
@@ -441,14 +296,14 @@ impl Bucket {
 
 /// Strikes for bad commands, forgiven at one a second; too many close the
 /// socket with 1008.
-pub(crate) struct Strikes {
+struct Strikes {
     max: u32,
     count: f64,
     at: Instant,
 }
 
 impl Strikes {
-    pub(crate) fn new(max: u32) -> Self {
+    fn new(max: u32) -> Self {
         Self {
             max,
             count: 0.0,
@@ -457,7 +312,7 @@ impl Strikes {
     }
 
     /// Adds one; `true` when past the maximum.
-    pub(crate) fn strike(&mut self) -> bool {
+    fn strike(&mut self) -> bool {
         let now = Instant::now();
         let forgiven = now.duration_since(self.at).as_secs_f64();
         self.at = now;
@@ -466,95 +321,33 @@ impl Strikes {
     }
 }
 
-/// A handle on one hub session: direct sends share the socket's queue with
-/// its topic pushes and keep their order.
-#[derive(Clone)]
-pub struct SessionHandle {
-    pub(crate) session: Arc<Session>,
-    pub(crate) hub: crate::hub::Hub,
+/// A session's command budget: the rate limit and the strikes.
+pub(crate) struct Limits {
+    bucket: Bucket,
+    strikes: Strikes,
 }
 
-impl std::fmt::Debug for SessionHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionHandle")
-            .field("id", &self.session.member.id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SessionHandle {
-    /// The session's id: unique across nodes, as presence lists it.
-    pub fn id(&self) -> &str {
-        &self.session.member.id
-    }
-
-    /// The socket's identity, if the upgrade had one.
-    pub fn identity(&self) -> Option<&Identity> {
-        self.session.identity.as_ref()
-    }
-
-    /// Sends a JSON value to this socket alone, in order with its pushes.
-    /// A socket whose queue is full is closed with 1008.
-    pub fn send<T: serde::Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
-        let text = serde_json::to_string(value)?;
-        self.send_raw(text)
-    }
-
-    /// Sends raw text (one JSON line, by the protocol) to this socket alone.
-    pub fn send_raw(&self, text: impl Into<String>) -> Result<(), Error> {
-        let message = PreparedMessage::new(Message::text(text.into()))?;
-        if self.session.push(&message, None, SlowConsumer::Disconnect) {
-            Ok(())
-        } else {
-            Err(Error::Closed)
+impl Limits {
+    pub(crate) fn new(rate: RateLimit, max_strikes: u32) -> Self {
+        Self {
+            bucket: Bucket::new(rate),
+            strikes: Strikes::new(max_strikes),
         }
     }
 
-    /// Subscribes the socket to a topic from the server side (no
-    /// authorizer; the namespace's limits apply). The socket gets a
-    /// `subscribed` event with the stream position, then the pushes.
-    pub async fn subscribe(&self, topic: &str) -> Result<(), Error> {
-        self.hub
-            .subscribe_session(&self.session, None, topic, None)
-            .await
+    /// Whether the rate limit lets one more command through now.
+    pub(crate) fn take(&mut self) -> bool {
+        self.bucket.take()
     }
 
-    /// Unsubscribes the socket from a topic and sends it an `unsubscribed`
-    /// event.
-    pub async fn unsubscribe(&self, topic: &str) -> Result<(), Error> {
-        self.hub.unsubscribe_session(&self.session, topic).await?;
-        self.session.control(protocol::event(
-            topic,
-            "unsubscribed",
-            r#""reason":"server""#,
-        ));
-        Ok(())
+    /// A bad command: too many close the session with 1008.
+    pub(crate) fn strike(&mut self, session: &Session) {
+        if self.strikes.strike() {
+            tracing::info!(
+                session = session.id,
+                "too many bad commands: closing with 1008"
+            );
+            session.close(CloseCode::POLICY_VIOLATION, "too many bad requests");
+        }
     }
-
-    /// Closes the socket with `code`.
-    pub fn close(&self, code: CloseCode, reason: &'static str) {
-        self.session.close(code, reason);
-    }
-
-    /// Bytes queued for the socket right now (pushes and control items).
-    pub fn queued_bytes(&self) -> usize {
-        self.session.queued_bytes()
-    }
-
-    /// Whether the socket is closed or closing.
-    pub fn is_closed(&self) -> bool {
-        self.session.is_closed()
-    }
-}
-
-pub(crate) fn refused_reply(id: Option<u64>, error: &Error) -> String {
-    let message = match error {
-        Error::Refused { message, .. } => message.clone(),
-        other => other.to_string(),
-    };
-    protocol::reply_error(id, error.code(), &message)
-}
-
-pub(crate) fn rate_limited_reply(id: Option<u64>) -> String {
-    protocol::reply_error(id, ErrorCode::RateLimited, "too many commands")
 }

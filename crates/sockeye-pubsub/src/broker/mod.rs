@@ -1,8 +1,11 @@
 //! The broker: what carries publications between hubs, keeps history and
 //! presence. [`MemoryBroker`] serves one process; `RedisBroker` (feature
-//! `redis`) spans nodes. The trait is the seam tests mock.
+//! `redis`) and `NatsBroker` (feature `nats`, no history) span nodes. The
+//! trait is the seam tests mock.
 
 mod memory;
+#[cfg(feature = "nats")]
+mod nats;
 #[cfg(feature = "redis")]
 mod redis;
 
@@ -13,6 +16,8 @@ use std::sync::{Arc, Weak};
 use serde::{Deserialize, Serialize};
 
 pub use self::memory::{HistoryStats, MemoryBroker};
+#[cfg(feature = "nats")]
+pub use self::nats::{NatsBroker, NatsBrokerBuilder};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisBroker, RedisBrokerBuilder, RedisMode};
 
@@ -119,6 +124,13 @@ pub struct PublishOptions {
 pub trait Broker: Send + Sync + 'static {
     /// Where events go.
     fn attach(&self, handler: Weak<dyn BrokerHandler>);
+
+    /// Whether it keeps history ([`publish`](Self::publish) with
+    /// [`PublishOptions::history`] and [`history`](Self::history)); a hub
+    /// refuses namespaces with history on a broker without it.
+    fn supports_history(&self) -> bool {
+        true
+    }
 
     /// Starts delivering a topic's publications to this node.
     fn subscribe<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<(), Error>>;

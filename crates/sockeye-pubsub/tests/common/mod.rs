@@ -2,6 +2,7 @@
 //! WebSocket client of its protocol.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod nats;
 pub mod redis;
 
 use std::net::SocketAddr;

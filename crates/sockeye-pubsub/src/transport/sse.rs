@@ -13,46 +13,102 @@
 //!   `404` for an unknown session or one the server ended, `413` past the
 //!   body limit, `408` for a body slower than the body timeout.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{ACCEPT, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use sockeye_auth::Identity;
 use sockeye_hyper::{Body, BoxError, ConnectionHandle};
+use sockeye_proto::CloseCode;
 use tokio::sync::mpsc;
 use tower_service::Service;
 
-use crate::hub::{Hub, Limits};
-use crate::session::{Session, SseStream};
+use crate::hub::Hub;
+use crate::protocol;
+use crate::session::{Limits, Session, WRITE_BATCH};
+
+impl Hub {
+    /// The Server-Sent Events + POST fallback alone (see [`SseService`]).
+    pub fn sse_service(&self) -> SseService {
+        SseService::new(self.clone())
+    }
+}
 
 /// One SSE session: its command budget, shared by its POSTs.
-pub(crate) struct SseEntry {
-    pub(crate) session: Arc<Session>,
-    pub(crate) limits: Arc<tokio::sync::Mutex<Limits>>,
+#[derive(Clone)]
+struct SseEntry {
+    session: Arc<Session>,
+    limits: Arc<tokio::sync::Mutex<Limits>>,
+}
+
+/// A hub's SSE sessions by token. One per hub, kept in the hub's extension
+/// slot: every [`SseService`] of a hub sees the same sessions.
+#[derive(Default)]
+struct SseSessions(Mutex<HashMap<String, SseEntry>>);
+
+impl SseSessions {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, SseEntry>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn insert(&self, token: String, entry: SseEntry) {
+        self.lock().insert(token, entry);
+    }
+
+    fn remove(&self, token: &str) {
+        self.lock().remove(token);
+    }
+
+    /// The live SSE session of `token`: one the server ended is gone at
+    /// once (404 to its POSTs), before its stream has finished.
+    fn get(&self, token: &str) -> Option<SseEntry> {
+        let mut sessions = self.lock();
+        let entry = sessions.get(token)?;
+        if entry.session.is_closed() {
+            sessions.remove(token);
+            return None;
+        }
+        Some(entry.clone())
+    }
 }
 
 /// The SSE + POST fallback as a tower service (see the module docs); mount
 /// it as the fallback of the hub's upgrade service, as [`Hub::service`]
 /// does, so one URL serves both transports.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SseService {
     hub: Hub,
+    sessions: Arc<SseSessions>,
     max_body: usize,
     keepalive: Duration,
     close_timeout: Duration,
     body_timeout: Duration,
 }
 
+impl std::fmt::Debug for SseService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseService")
+            .field("hub", &self.hub)
+            .field("max_body", &self.max_body)
+            .field("keepalive", &self.keepalive)
+            .field("close_timeout", &self.close_timeout)
+            .field("body_timeout", &self.body_timeout)
+            .finish()
+    }
+}
+
 impl SseService {
-    pub(crate) fn new(hub: Hub) -> Self {
+    fn new(hub: Hub) -> Self {
         Self {
+            sessions: hub.extension::<SseSessions>(),
             hub,
             max_body: 1 << 20,
             keepalive: Duration::from_secs(15),
@@ -60,7 +116,6 @@ impl SseService {
             body_timeout: Duration::from_secs(10),
         }
     }
-
     /// How long a POST body may take to arrive (default 10 s); a slower
     /// one (an endless, trickled body) gets 408.
     #[must_use]
@@ -165,10 +220,11 @@ where
 impl SseService {
     fn open<B>(&self, req: &Request<B>) -> Response<Body> {
         let hub = self.hub.clone();
+        let sessions = Arc::clone(&self.sessions);
         let identity = req.extensions().get::<Identity>().cloned();
         let session = hub.new_session(identity);
         let token = format!("{:032x}", rand::random::<u128>());
-        hub.register_sse(
+        sessions.insert(
             token.clone(),
             SseEntry {
                 session: Arc::clone(&session),
@@ -188,8 +244,8 @@ impl SseService {
             body_gone,
         };
         tokio::spawn(async move {
-            Arc::clone(&session).sse_loop(tx, stream).await;
-            hub.unregister_sse(&token);
+            sse_loop(Arc::clone(&session), tx, stream).await;
+            sessions.remove(&token);
             hub.end_session(&session).await;
         });
         // The sender is dropped with the body: the loop learns it is gone.
@@ -215,7 +271,7 @@ impl SseService {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let Some(entry) = session_param(req.uri().query()).and_then(|t| self.hub.sse_entry(t))
+        let Some(entry) = session_param(req.uri().query()).and_then(|t| self.sessions.get(t))
         else {
             return plain(StatusCode::NOT_FOUND, "unknown or ended session\n");
         };
@@ -239,6 +295,121 @@ impl SseService {
         let mut limits = entry.limits.lock().await;
         self.hub.text(&entry.session, text, &mut limits).await;
         plain(StatusCode::ACCEPTED, "")
+    }
+}
+
+/// Writes a session's queue out as Server-Sent Events (`data: <line>`) into
+/// `tx`, with a comment every `keepalive` while idle, until the session
+/// closes (a final `close` event) or the client goes away.
+///
+/// Once the session is closing, the stream has `stream.close_timeout` to
+/// reach the client; a client that does not read it by then has its
+/// connection aborted (when served by `sockeye_hyper::serve`).
+async fn sse_loop(session: Arc<Session>, tx: mpsc::Sender<Bytes>, stream: SseStream) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    loop {
+        let (closing, finished) = session.take_batch(&mut batch);
+        let chunk = if batch.is_empty() {
+            if let Some((code, reason)) = closing {
+                stream.finish(tx, code, reason).await;
+                return;
+            }
+            if finished {
+                return;
+            }
+            tokio::select! {
+                () = session.notified() => continue,
+                () = tx.closed() => {
+                    session.close(CloseCode::GOING_AWAY, "event stream closed");
+                    return;
+                }
+                () = tokio::time::sleep(stream.keepalive) => Bytes::from_static(b": keepalive\n\n"),
+            }
+        } else {
+            let mut chunk = BytesMut::new();
+            for message in batch.drain(..) {
+                chunk.put_slice(b"data: ");
+                chunk.put_slice(&message.payload());
+                chunk.put_slice(b"\n\n");
+            }
+            chunk.freeze()
+        };
+        if !send_unless_closing(&session, &tx, chunk).await {
+            session.close(CloseCode::GOING_AWAY, "event stream closed");
+            return;
+        }
+    }
+}
+
+/// Sends a chunk, or gives up on it once the session is closing (the client
+/// may never read it): false if the client went away.
+async fn send_unless_closing(session: &Session, tx: &mpsc::Sender<Bytes>, chunk: Bytes) -> bool {
+    let send = tx.send(chunk);
+    tokio::pin!(send);
+    loop {
+        tokio::select! {
+            sent = &mut send => return sent.is_ok(),
+            () = session.notified() => {
+                if session.is_closed() {
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+/// How an event stream ends, and what it may do to its connection.
+struct SseStream {
+    keepalive: Duration,
+    close_timeout: Duration,
+    /// The connection, when served by `sockeye_hyper::serve`.
+    connection: Option<ConnectionHandle>,
+    /// HTTP/1: the connection ends with the stream (`Connection: close`).
+    http1: bool,
+    /// Resolves once hyper dropped the response body.
+    body_gone: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl SseStream {
+    /// Sends the `close` event and waits, up to the close timeout, for the
+    /// client to have it; past that the connection is aborted.
+    async fn finish(self, tx: mpsc::Sender<Bytes>, code: CloseCode, reason: &str) {
+        let event = format!(
+            "event: close\ndata: {{\"code\":{},\"reason\":{}}}\n\n",
+            code.as_u16(),
+            protocol::json_string(reason)
+        );
+        let Self {
+            close_timeout,
+            connection,
+            http1,
+            body_gone,
+            ..
+        } = self;
+        let delivered = tokio::time::timeout(close_timeout, async {
+            if tx.send(Bytes::from(event)).await.is_err() {
+                return;
+            }
+            // The body ends once what is in the channel is read.
+            drop(tx);
+            match &connection {
+                // hyper closes the connection once the end is written.
+                Some(conn) if http1 => conn.closed().await,
+                _ => {
+                    let _ = body_gone.await;
+                }
+            }
+        })
+        .await;
+        if delivered.is_err()
+            && let Some(conn) = connection
+        {
+            tracing::debug!(
+                peer = %conn.peer_addr(),
+                "event stream not read within the close timeout: connection aborted"
+            );
+            conn.abort();
+        }
     }
 }
 

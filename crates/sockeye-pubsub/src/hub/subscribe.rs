@@ -1,0 +1,209 @@
+//! A subscription's life: set up at the broker (one broker subscription
+//! per topic per node), recovered from history when the client gives
+//! `since`, answered, then fed; and torn down on unsubscribe or close, with
+//! presence joins and leaves.
+
+use std::sync::Arc;
+
+use super::topics::{Pending, Sub, Topic};
+use super::{Hub, Inner, lock};
+use crate::authorizer::Action;
+use crate::broker::{HistoryState, Publication};
+use crate::error::{Error, ErrorCode};
+use crate::protocol::{self, StreamPosition, position_json};
+use crate::queue::PushTopic;
+use crate::session::Session;
+use crate::topic::Namespace;
+
+/// Who asked for a subscription.
+#[derive(Clone, Copy)]
+pub(super) enum Requester {
+    /// A client command with this id: it gets a reply.
+    Client(u64),
+    /// The server ([`SessionHandle::subscribe`](super::SessionHandle::subscribe)):
+    /// the client gets a
+    /// `subscribed` event.
+    Server,
+}
+
+impl Hub {
+    pub(crate) async fn subscribe_session(
+        &self,
+        session: &Arc<Session>,
+        _id: Option<u64>,
+        topic: &str,
+        since: Option<StreamPosition>,
+    ) -> Result<(), Error> {
+        self.subscribe_as(session, Requester::Server, topic, since)
+            .await
+    }
+
+    pub(super) async fn subscribe_as(
+        &self,
+        session: &Arc<Session>,
+        requester: Requester,
+        topic: &str,
+        since: Option<StreamPosition>,
+    ) -> Result<(), Error> {
+        let inner = &self.inner;
+        let ns = inner.namespace(topic)?;
+        if let Requester::Client(_) = requester {
+            inner
+                .authorize(session, topic, Action::Subscribe, None)
+                .await?;
+        }
+        let name: Arc<str> = Arc::from(topic);
+        let again = session.subscribed(topic);
+        if !again && session.subscription_count() >= inner.max_subscriptions {
+            return Err(Error::refused(
+                ErrorCode::LimitExceeded,
+                "too many subscriptions",
+            ));
+        }
+        let link = {
+            let mut shard = lock(inner.shard(topic));
+            let local = shard.get(topic).map_or(0, |t| t.subs.len());
+            if !again && ns.max_subscribers.is_some_and(|max| local >= max) {
+                return Err(Error::refused(ErrorCode::LimitExceeded, "topic is full"));
+            }
+            let t = shard
+                .entry(Arc::clone(&name))
+                .or_insert_with(|| Topic::new(Arc::clone(&ns)));
+            t.subs
+                .entry(session.id)
+                .or_insert_with(|| Sub {
+                    session: Arc::clone(session),
+                    pending: None,
+                })
+                .pending = Some(Pending::default());
+            t.generation += 1;
+            Arc::clone(&t.link)
+        };
+        session.add_subscription(Arc::clone(&name), Arc::clone(&ns));
+        let prepared = async {
+            let mut subscribed = link.lock().await;
+            if !*subscribed {
+                inner.broker.subscribe(topic).await?;
+                *subscribed = true;
+            }
+            drop(subscribed);
+            match ns.history {
+                Some(history) => inner
+                    .broker
+                    .history(topic, since.as_ref(), history)
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        };
+        let state = match prepared.await {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(topic, error = %e, "subscribe failed at the broker");
+                session.remove_subscription(topic);
+                inner.remove_sub(&name, session);
+                return Err(e);
+            }
+        };
+        inner.finish_subscribe(&name, session, requester, since.as_ref(), state);
+        if ns.presence
+            && !again
+            && let Err(e) = inner.broker.presence_join(topic, &session.member).await
+        {
+            tracing::warn!(topic, error = %e, "presence join failed");
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn unsubscribe_session(
+        &self,
+        session: &Arc<Session>,
+        topic: &str,
+    ) -> Result<(), Error> {
+        let ns = self.inner.namespace(topic)?;
+        if !session.remove_subscription(topic) {
+            return Err(Error::refused(ErrorCode::BadRequest, "not subscribed"));
+        }
+        self.inner.leave(session, &Arc::from(topic), &ns).await;
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// Ends a subscription's setup: reply (or `subscribed` event), the
+    /// recovered publications, then those that arrived meanwhile.
+    fn finish_subscribe(
+        &self,
+        name: &Arc<str>,
+        session: &Arc<Session>,
+        requester: Requester,
+        since: Option<&StreamPosition>,
+        state: Option<HistoryState>,
+    ) {
+        let mut shard = lock(self.shard(name));
+        let Some(topic) = shard.get_mut(name) else {
+            return;
+        };
+        let Some(pending) = topic
+            .subs
+            .get_mut(&session.id)
+            .and_then(|s| s.pending.take())
+        else {
+            return;
+        };
+        session.clear_lag(name);
+        let ns = Arc::clone(&topic.ns);
+        let history = ns.history.is_some();
+        let ok = match &state {
+            Some(s) => {
+                let position = StreamPosition {
+                    offset: s.top,
+                    epoch: s.epoch.clone(),
+                };
+                position_json(Some(&position), since.map(|_| s.complete))
+            }
+            None => "{}".to_owned(),
+        };
+        match requester {
+            Requester::Client(id) => session.control(protocol::reply_ok(id, &ok)),
+            Requester::Server => {
+                let extra = format!("\"position\":{ok}");
+                session.control(protocol::event(name, "subscribed", &extra));
+            }
+        }
+        let push = |p: &Publication| {
+            if let Some(m) = self.prepare_push(name, &ns, p) {
+                session.push(&m, Some(PushTopic { name, history }), ns.slow_consumer);
+            }
+        };
+        match state {
+            None => pending.publications.iter().for_each(push),
+            Some(s) => {
+                if topic.last.is_none() {
+                    topic.last = Some((Arc::from(s.epoch.as_str()), s.top));
+                }
+                if since.is_some() && s.complete {
+                    s.publications.iter().for_each(push);
+                }
+                pending
+                    .publications
+                    .iter()
+                    .filter(|p| *p.epoch != *s.epoch || p.offset > s.top)
+                    .for_each(push);
+            }
+        }
+        if pending.overflow {
+            session.lag(name, history);
+        }
+    }
+
+    /// A session leaves a topic (unsubscribe or close).
+    pub(super) async fn leave(&self, session: &Session, name: &Arc<str>, ns: &Namespace) {
+        self.remove_sub(name, session);
+        if ns.presence
+            && let Err(e) = self.broker.presence_leave(name, &session.member).await
+        {
+            tracing::warn!(topic = &**name, error = %e, "presence leave failed");
+        }
+    }
+}
