@@ -8,22 +8,34 @@
 
 use futures_util::{SinkExt, StreamExt};
 use sockeye_deflate::DeflateConfig;
-use sockeye_examples::{Args, runtime};
+use sockeye_examples::{parse_flags, runtime};
 use sockeye_hyper::client::{ClientBuilder, WebSocket};
 use sockeye_hyper::{Config, Error, Message};
 
-const USAGE: &str = "usage: autobahn_client --url ws://HOST:PORT [--agent NAME] [--cases PATTERN]";
+/// Runs the Autobahn TestSuite fuzzing server's cases, echoing each
+/// message, then asks for the report.
+#[derive(Debug, clap::Parser)]
+#[command(name = "autobahn_client")]
+struct Flags {
+    /// The fuzzing server.
+    #[arg(
+        long,
+        value_name = "ws://HOST:PORT",
+        default_value = "ws://127.0.0.1:9001"
+    )]
+    url: String,
+    /// The agent name the report files the results under.
+    #[arg(long, value_name = "NAME", default_value = "sockeye")]
+    agent: String,
+    /// Run only the case ids this matches (* matches anything, e.g. 6.4.*).
+    #[arg(long, value_name = "PATTERN")]
+    cases: Option<String>,
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse(USAGE, &["url", "agent", "cases"], &[]);
-    let url = args
-        .value("url")
-        .unwrap_or("ws://127.0.0.1:9001")
-        .trim_end_matches('/')
-        .to_owned();
-    let agent = args.value("agent").unwrap_or("sockeye").to_owned();
-    let pattern = args.value("cases").map(str::to_owned);
-    runtime(1)?.block_on(run(url, agent, pattern))
+    let flags: Flags = parse_flags();
+    let url = flags.url.trim_end_matches('/').to_owned();
+    runtime(1)?.block_on(run(url, flags.agent, flags.cases))
 }
 
 async fn run(

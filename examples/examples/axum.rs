@@ -9,7 +9,7 @@ use axum::Router;
 use axum::response::{Html, Response};
 use axum::routing::get;
 use futures_util::StreamExt;
-use sockeye_examples::Args;
+use sockeye_examples::parse_flags;
 use sockeye_hyper::Message;
 use sockeye_hyper::axum::WebSocketUpgrade;
 
@@ -46,10 +46,19 @@ async fn ws(upgrade: WebSocketUpgrade) -> Response {
     })
 }
 
+/// An axum app: a page at / whose script echoes what you type over a
+/// socket at /ws.
+#[derive(Debug, clap::Parser)]
+#[command(name = "axum")]
+struct Flags {
+    /// Listen on this address.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:3000")]
+    addr: String,
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let args = Args::parse("usage: axum [--addr HOST:PORT]", &["addr"], &[]);
-    let addr = args.value("addr").unwrap_or("127.0.0.1:3000").to_owned();
+    let Flags { addr } = parse_flags();
     let app = Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/ws", get(ws));

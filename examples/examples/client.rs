@@ -19,41 +19,60 @@
 //! then exits 0: `printf 'hello\n' | client URL` prints the replies to `hello`.
 
 use futures_util::{SinkExt, StreamExt};
-use sockeye_examples::{Args, runtime};
+use sockeye_examples::{parse_flags, runtime};
 use sockeye_hyper::client::{ClientBuilder, ReconnectEvent};
 use sockeye_hyper::{CloseCode, Message};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
-const USAGE: &str = "usage: client URL [--proxy URL] [--header 'K: V']... [--protocol P]... \
-                     [--reconnect] [--http2] [--deflate]";
+/// A line client: sends every line of stdin as a text message and prints
+/// every message received.
+#[derive(Debug, clap::Parser)]
+#[command(name = "client")]
+struct Flags {
+    /// The socket to open (ws:// or wss://).
+    #[arg(value_name = "URL")]
+    url: String,
+    /// Tunnel through this HTTP CONNECT proxy (default: from HTTPS_PROXY,
+    /// HTTP_PROXY, ALL_PROXY and NO_PROXY).
+    #[arg(long, value_name = "URL")]
+    proxy: Option<String>,
+    /// Send this request header (repeatable).
+    #[arg(long, value_name = "K: V")]
+    header: Vec<String>,
+    /// Offer this subprotocol (repeatable).
+    #[arg(long, value_name = "P")]
+    protocol: Vec<String>,
+    /// Reconnect with backoff after each drop, until a normal close or the
+    /// end of stdin.
+    #[arg(long)]
+    reconnect: bool,
+    /// Open the socket over HTTP/2 (RFC 8441).
+    #[arg(long)]
+    http2: bool,
+    /// Offer permessage-deflate.
+    #[arg(long)]
+    deflate: bool,
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse(
-        USAGE,
-        &["proxy", "header", "protocol"],
-        &["reconnect", "http2", "deflate"],
-    );
-    let Some(url) = args.positional().first().cloned() else {
-        eprintln!("{USAGE}");
-        std::process::exit(2);
-    };
-    let mut builder = ClientBuilder::new(url);
-    if let Some(proxy) = args.value("proxy") {
+    let flags: Flags = parse_flags();
+    let mut builder = ClientBuilder::new(flags.url);
+    if let Some(proxy) = &flags.proxy {
         builder = builder.proxy(proxy)?;
     }
-    for header in args.values("header") {
+    for header in &flags.header {
         let Some((name, value)) = header.split_once(':') else {
             return Err(format!("--header wants 'Name: value', got {header:?}").into());
         };
         builder = builder.header(name.trim(), value.trim());
     }
-    builder = builder.protocols(args.values("protocol").iter().cloned());
-    if args.switch("deflate") {
+    builder = builder.protocols(flags.protocol);
+    if flags.deflate {
         builder = builder.deflate(sockeye_deflate::DeflateConfig::new());
     }
-    let reconnect = args.switch("reconnect");
-    let http2 = args.switch("http2");
+    let reconnect = flags.reconnect;
+    let http2 = flags.http2;
     if reconnect && http2 {
         return Err("--reconnect works over HTTP/1.1 only; drop --http2 or --reconnect".into());
     }

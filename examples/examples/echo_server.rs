@@ -35,18 +35,51 @@ use sockeye_auth::{
     AuthLayer, Credentials, Identity, OriginLayer, OriginPolicy, Rejection, Secret,
 };
 use sockeye_deflate::{DeflateConfig, DeflateLayer};
-use sockeye_examples::{Args, Caps, SERVER_FLAGS, server_runtime, shutdown_signal, tls_config};
+use sockeye_examples::{
+    Caps, ServerFlags, parse_flags, server_runtime, shutdown_signal, tls_config,
+};
 use sockeye_hyper::server::{Drain, Handshake, UpgradeService, WebSocket};
 use sockeye_proto::{Acceptor, Config, Message};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 
-const USAGE: &str = "usage: echo_server [--addr HOST:PORT] [--threads N] [--raw] [--deflate] \
-                     [--deflate-takeover] \
-                     [--tls-cert PEM --tls-key PEM] [--allow-origin ORIGIN]... [--bearer TOKEN] \
-                     [--http2] [--max-connections N] [--max-connections-per-ip N] \
-                     [--metrics ADDR]";
+/// Echo server: echoes every text and binary message (Autobahn and the
+/// load benchmark run against it).
+#[derive(Debug, clap::Parser)]
+#[command(name = "echo_server")]
+struct Flags {
+    /// Listen on this address.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9001")]
+    addr: String,
+    /// Use sockeye-proto's own accept path instead of hyper.
+    #[arg(long)]
+    raw: bool,
+    /// Accept permessage-deflate, resetting the compressor after each
+    /// message.
+    #[arg(long)]
+    deflate: bool,
+    /// Accept permessage-deflate, keeping one compressor per connection.
+    #[arg(long)]
+    deflate_takeover: bool,
+    /// Serve wss:// with this certificate chain (with --tls-key).
+    #[arg(long, value_name = "PEM")]
+    tls_cert: Option<String>,
+    /// The private key of --tls-cert.
+    #[arg(long, value_name = "PEM")]
+    tls_key: Option<String>,
+    /// Refuse upgrades from other origins with 403 (repeatable).
+    #[arg(long, value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
+    /// Require "Authorization: Bearer TOKEN" (401 without, 403 if wrong).
+    #[arg(long, value_name = "TOKEN")]
+    bearer: Option<String>,
+    /// Serve HTTP/2 beside HTTP/1.1, WebSockets over it by RFC 8441.
+    #[arg(long)]
+    http2: bool,
+    #[command(flatten)]
+    server: ServerFlags,
+}
 
 struct Options {
     raw: bool,
@@ -59,43 +92,34 @@ struct Options {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse(
-        USAGE,
-        &[
-            &["addr", "tls-cert", "tls-key", "allow-origin", "bearer"][..],
-            &SERVER_FLAGS,
-        ]
-        .concat(),
-        &["raw", "deflate", "deflate-takeover", "http2"],
-    );
-    let http2 = args.switch("http2");
-    let addr = args.value("addr").unwrap_or("127.0.0.1:9001").to_owned();
-    let tls = match (args.value("tls-cert"), args.value("tls-key")) {
+    let flags: Flags = parse_flags();
+    let http2 = flags.http2;
+    let tls = match (&flags.tls_cert, &flags.tls_key) {
         (Some(cert), Some(key)) => Some(tls_config(cert, key, http2)?),
         (None, None) => None,
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
-    let origins = match args.values("allow-origin") {
+    let origins = match flags.allow_origin.as_slice() {
         [] => None,
         list => Some(OriginLayer::new(OriginPolicy::list(list)?)),
     };
-    if http2 && args.switch("raw") {
+    if http2 && flags.raw {
         return Err("--http2 serves through hyper; the raw accept path is HTTP/1.1 only".into());
     }
     let options = Options {
-        raw: args.switch("raw"),
+        raw: flags.raw,
         http2,
-        deflate: if args.switch("deflate-takeover") {
+        deflate: if flags.deflate_takeover {
             Some(DeflateConfig::new().server_no_context_takeover(false))
         } else {
-            args.switch("deflate").then(DeflateConfig::new)
+            flags.deflate.then(DeflateConfig::new)
         },
         tls,
         origins,
-        bearer: args.value("bearer").map(Secret::new),
-        caps: Caps::from_args(&args),
+        bearer: flags.bearer.map(Secret::new),
+        caps: Caps::from_flags(&flags.server),
     };
-    server_runtime(&args)?.block_on(serve(addr, options))?;
+    server_runtime(&flags.server)?.block_on(serve(flags.addr, options))?;
     Ok(())
 }
 

@@ -6,14 +6,16 @@
 //!
 //! ```text
 //! cargo run --release --example pubsub_server -- --addr 127.0.0.1:9002
-//!     [--redis redis://127.0.0.1:6379 [--redis-mode standalone|sharded]]
+//!     [--redis redis://127.0.0.1:6379 [--redis-mode standalone|sharded] | --nats nats://127.0.0.1:4222]
 //!     [--threads N] [--deflate] [--allow-origin ORIGIN]... [--rate-limit N] [--history-mb N] [--history-topics N]
 //!     [--max-connections N] [--max-connections-per-ip N] [--metrics ADDR]
 //! ```
 //! Prints `listening on ADDR` once ready. Without `--redis` the hub uses the
 //! in-memory broker; with it, several servers on one Redis deliver each
 //! other's publications (`sharded` uses SSUBSCRIBE/SPUBLISH on a Redis
-//! Cluster; give any node). `--rate-limit` sets the commands a socket may
+//! Cluster; give any node). `--nats` does the same on a NATS server, which
+//! keeps no history: `test:` then has none either (presence stays on).
+//! `--rate-limit` sets the commands a socket may
 //! send per second (default 100, bursts of twice that). Other paths answer
 //! 404. Ctrl-C or SIGTERM closes
 //! every socket with 1001.
@@ -25,59 +27,65 @@ use hyper::body::Incoming;
 use sockeye_auth::{OriginLayer, OriginPolicy};
 use sockeye_deflate::{DeflateConfig, DeflateLayer};
 use sockeye_examples::{
-    Args, Caps, SERVER_FLAGS, history_budget, serve_hub, server_runtime, text_body,
+    Caps, HistoryFlags, RedisFlags, ServerFlags, history_budget, parse_flags, serve_hub,
+    server_runtime, text_body,
 };
 use sockeye_hyper::server::Drain;
-use sockeye_pubsub::{HistoryBudget, Hub, Namespace, RateLimit, RedisBroker, RedisMode};
+use sockeye_pubsub::{
+    HistoryBudget, Hub, Namespace, NatsBroker, RateLimit, RedisBroker, RedisMode,
+};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 
-const USAGE: &str = "usage: pubsub_server [--addr HOST:PORT] [--redis URL [--redis-mode standalone|sharded]] \
-                     [--threads N] [--deflate] [--allow-origin ORIGIN]... [--rate-limit N] [--history-mb N] [--history-topics N] \
-                     [--max-connections N] [--max-connections-per-ip N] [--metrics ADDR]";
+/// Pub/sub server: a sockeye-pubsub hub at /ws with the namespaces test: and bench:.
+#[derive(Debug, clap::Parser)]
+#[command(name = "pubsub_server")]
+struct Flags {
+    /// Listen on this address.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9002")]
+    addr: String,
+    #[command(flatten)]
+    redis: RedisFlags,
+    /// Share publications with other servers through this NATS server (no
+    /// history: the test: namespace keeps none).
+    #[arg(long, value_name = "URL", conflicts_with = "redis")]
+    nats: Option<String>,
+    /// Offer permessage-deflate.
+    #[arg(long)]
+    deflate: bool,
+    /// Refuse upgrades from other origins with 403 (repeatable).
+    #[arg(long, value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
+    /// Commands a socket may send per second (bursts of twice that).
+    #[arg(long, value_name = "N", default_value_t = 100.0)]
+    rate_limit: f64,
+    #[command(flatten)]
+    history: HistoryFlags,
+    #[command(flatten)]
+    server: ServerFlags,
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse(
-        USAGE,
-        &[
-            &[
-                "addr",
-                "redis",
-                "redis-mode",
-                "allow-origin",
-                "rate-limit",
-                "history-mb",
-                "history-topics",
-            ][..],
-            &SERVER_FLAGS,
-        ]
-        .concat(),
-        &["deflate"],
-    );
-    let addr = args.value("addr").unwrap_or("127.0.0.1:9002").to_owned();
-    let mode = match args.value("redis-mode").unwrap_or("standalone") {
-        "standalone" => RedisMode::Standalone,
-        "sharded" => RedisMode::Sharded,
-        other => return Err(format!("--redis-mode: {other}: standalone or sharded").into()),
-    };
-    let redis = args.value("redis").map(|url| (url.to_owned(), mode));
-    let origins = match args.values("allow-origin") {
+    let flags: Flags = parse_flags();
+    let origins = match flags.allow_origin.as_slice() {
         [] => None,
         list => Some(OriginLayer::new(OriginPolicy::list(list)?)),
     };
     let options = Options {
-        redis,
-        deflate: args.switch("deflate"),
+        redis: flags.redis.broker(),
+        nats: flags.nats,
+        deflate: flags.deflate,
         origins,
-        rate: args.parsed("rate-limit", 100.0f64),
-        history: history_budget(&args),
-        caps: Caps::from_args(&args),
+        rate: flags.rate_limit,
+        history: history_budget(&flags.history),
+        caps: Caps::from_flags(&flags.server),
     };
-    server_runtime(&args)?.block_on(serve(addr, options))
+    server_runtime(&flags.server)?.block_on(serve(flags.addr, options))
 }
 
 struct Options {
     redis: Option<(String, RedisMode)>,
+    nats: Option<String>,
     deflate: bool,
     origins: Option<OriginLayer>,
     rate: f64,
@@ -88,16 +96,17 @@ struct Options {
 async fn serve(addr: String, options: Options) -> Result<(), Box<dyn std::error::Error>> {
     let Options {
         redis,
+        nats,
         deflate,
         origins,
         rate,
         history,
         caps,
     } = options;
-    let test = Namespace::new()
-        .client_publish(true)
-        .history(1000, Duration::from_secs(600))
-        .presence(true);
+    let mut test = Namespace::new().client_publish(true).presence(true);
+    if nats.is_none() {
+        test = test.history(1000, Duration::from_secs(600));
+    }
     // For benchmarks: clients publish, nothing kept.
     let bench = Namespace::new().client_publish(true);
     let burst = (2.0 * rate).clamp(1.0, f64::from(u32::MAX)) as u32;
@@ -113,10 +122,13 @@ async fn serve(addr: String, options: Options) -> Result<(), Box<dyn std::error:
             .await?;
         builder = builder.broker(broker);
     }
+    if let Some(url) = &nats {
+        builder = builder.broker(NatsBroker::connect(url).await?);
+    }
     if deflate {
         builder = builder.deflate(DeflateConfig::new());
     }
-    let hub = builder.build();
+    let hub = builder.try_build()?;
     let drain = Drain::new();
     let upgrade = hub.upgrade_service().drain(&drain);
     let ws = ServiceBuilder::new()
@@ -141,9 +153,10 @@ async fn serve(addr: String, options: Options) -> Result<(), Box<dyn std::error:
     eprintln!(
         "pubsub server: ws://{}/ws, namespace test: ({})",
         listener.local_addr()?,
-        match &redis {
-            Some((url, mode)) => format!("Redis {url}, {mode:?}"),
-            None => "in-memory broker".to_owned(),
+        match (&redis, &nats) {
+            (Some((url, mode)), _) => format!("Redis {url}, {mode:?}"),
+            (None, Some(url)) => format!("NATS {url}, no history"),
+            (None, None) => "in-memory broker".to_owned(),
         }
     );
     serve_hub(listener, service, &drain, caps, &hub).await?;

@@ -1,119 +1,115 @@
-//! Shared helpers for the sockeye examples: a tiny command-line parser (the
-//! examples' flags are an interface; this keeps them uniform), runtime
-//! construction, TLS from PEM files, and `sockeye_hyper::serve` with the
-//! examples' connection-cap flags and a drain on Ctrl-C/SIGTERM.
+//! Shared helpers for the sockeye examples: the flags the servers share (clap
+//! structs to flatten; the examples' flags are an interface, this keeps them
+//! uniform), runtime construction, TLS from PEM files, and
+//! `sockeye_hyper::serve` with the examples' connection caps and a drain on
+//! Ctrl-C/SIGTERM.
 #![forbid(unsafe_code)]
 
 use http::Response;
 use sockeye_hyper::Body;
 use sockeye_hyper::HttpService;
 use sockeye_hyper::server::Drain;
-use std::collections::HashMap;
 use tokio::net::TcpListener;
 
-/// Parsed `--flag value` and `--switch` arguments plus positionals.
-#[derive(Debug, Default)]
-pub struct Args {
-    values: HashMap<String, Vec<String>>,
-    switches: Vec<String>,
-    positional: Vec<String>,
+/// Parses the command line into `T`, as `T::parse()` does (`--help`; a
+/// usage error exits 2 with clap's message), keeping the examples' long
+/// flag syntax: an option's value may start with `-` (`--bearer -x`), and
+/// a flag given twice keeps its last value.
+pub fn parse_flags<T: clap::Parser>() -> T {
+    let mut cmd = flags_command::<T>();
+    let mut matches = cmd.get_matches_mut();
+    T::from_arg_matches_mut(&mut matches)
+        .map_err(|e| e.format(&mut cmd))
+        .unwrap_or_else(|e| e.exit())
 }
 
-impl Args {
-    /// Parses `std::env::args()`. `flags` take a value, `switches` do not;
-    /// anything else starting with `--` is an error. `--help` prints `usage`.
-    pub fn parse(usage: &str, flags: &[&str], switches: &[&str]) -> Self {
-        match Self::parse_from(std::env::args().skip(1), flags, switches) {
-            Ok(args) => args,
-            Err(msg) => {
-                if msg != "help" {
-                    eprintln!("error: {msg}");
-                }
-                eprintln!("{usage}");
-                std::process::exit(if msg == "help" { 0 } else { 2 });
-            }
-        }
-    }
-
-    /// Parses the given arguments (without the program name).
-    pub fn parse_from<I: IntoIterator<Item = String>>(
-        args: I,
-        flags: &[&str],
-        switches: &[&str],
-    ) -> Result<Self, String> {
-        let mut out = Self::default();
-        let mut it = args.into_iter();
-        while let Some(arg) = it.next() {
-            if arg == "--help" || arg == "-h" {
-                return Err("help".into());
-            }
-            if let Some(name) = arg.strip_prefix("--") {
-                let (name, inline) = match name.split_once('=') {
-                    Some((n, v)) => (n, Some(v.to_owned())),
-                    None => (name, None),
-                };
-                if flags.contains(&name) {
-                    let value = match inline {
-                        Some(v) => v,
-                        None => it.next().ok_or_else(|| format!("--{name} needs a value"))?,
-                    };
-                    out.values.entry(name.to_owned()).or_default().push(value);
-                } else if switches.contains(&name) && inline.is_none() {
-                    out.switches.push(name.to_owned());
-                } else {
-                    return Err(format!("unknown flag --{name}"));
-                }
-            } else {
-                out.positional.push(arg);
-            }
-        }
-        Ok(out)
-    }
-
-    /// The last value of a flag.
-    pub fn value(&self, name: &str) -> Option<&str> {
-        self.values
-            .get(name)
-            .and_then(|v| v.last())
-            .map(String::as_str)
-    }
-
-    /// Every value of a repeatable flag.
-    pub fn values(&self, name: &str) -> &[String] {
-        self.values.get(name).map_or(&[], Vec::as_slice)
-    }
-
-    /// Whether a switch was given.
-    pub fn switch(&self, name: &str) -> bool {
-        self.switches.iter().any(|s| s == name)
-    }
-
-    /// Positional arguments.
-    pub fn positional(&self) -> &[String] {
-        &self.positional
-    }
-
-    /// A flag parsed as `T`, or exit with a message.
-    pub fn parsed<T: std::str::FromStr>(&self, name: &str, default: T) -> T {
-        match self.value(name) {
-            None => default,
-            Some(v) => v.parse().unwrap_or_else(|_| {
-                eprintln!("error: invalid value for --{name}: {v}");
-                std::process::exit(2);
-            }),
-        }
-    }
+/// [`parse_flags`] from `args` (the program name first), returning the
+/// error instead of exiting.
+pub fn try_parse_flags_from<T, I>(args: I) -> Result<T, clap::Error>
+where
+    T: clap::Parser,
+    I: IntoIterator,
+    I::Item: Into<std::ffi::OsString> + Clone,
+{
+    let mut cmd = flags_command::<T>();
+    let mut matches = cmd.try_get_matches_from_mut(args)?;
+    T::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut cmd))
 }
 
-/// The hub's history budget from `--history-mb N` (MiB, default 64) and
-/// `--history-topics N` (default 100,000).
-pub fn history_budget(args: &Args) -> sockeye_pubsub::HistoryBudget {
-    let default = sockeye_pubsub::HistoryBudget::default();
-    let mb: usize = args.parsed("history-mb", default.bytes >> 20);
+/// `T`'s command with the examples' flag syntax (see [`parse_flags`]).
+fn flags_command<T: clap::CommandFactory>() -> clap::Command {
+    T::command().args_override_self(true).mut_args(|arg| {
+        if !arg.is_positional() && arg.get_action().takes_values() {
+            arg.allow_hyphen_values(true)
+        } else {
+            arg
+        }
+    })
+}
+
+/// The hub's history budget flags (see [`history_budget`]).
+#[derive(Clone, Debug, clap::Args)]
+pub struct HistoryFlags {
+    /// History kept over all topics at most, in MiB.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = sockeye_pubsub::HistoryBudget::default().bytes >> 20
+    )]
+    pub history_mb: usize,
+    /// Topics holding history at most.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = sockeye_pubsub::HistoryBudget::default().topics
+    )]
+    pub history_topics: usize,
+}
+
+/// The hub's history budget from `--history-mb N` (MiB) and
+/// `--history-topics N`.
+pub fn history_budget(flags: &HistoryFlags) -> sockeye_pubsub::HistoryBudget {
     sockeye_pubsub::HistoryBudget::new(
-        mb.saturating_mul(1 << 20),
-        args.parsed("history-topics", default.topics),
+        flags.history_mb.saturating_mul(1 << 20),
+        flags.history_topics,
     )
+}
+
+/// The Redis flags of a hub: `--redis URL` and `--redis-mode MODE`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RedisFlags {
+    /// Share publications with other servers through this Redis (default:
+    /// in-memory broker).
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// How to use --redis: SUBSCRIBE and PUBLISH, or sharded pub/sub on a
+    /// Redis Cluster (give any node).
+    #[arg(
+        long,
+        value_name = "MODE",
+        value_enum,
+        default_value_t = RedisModeFlag::Standalone
+    )]
+    pub redis_mode: RedisModeFlag,
+}
+
+impl RedisFlags {
+    /// The Redis URL and mode, if `--redis` was given.
+    pub fn broker(&self) -> Option<(String, sockeye_pubsub::RedisMode)> {
+        let mode = match self.redis_mode {
+            RedisModeFlag::Standalone => sockeye_pubsub::RedisMode::Standalone,
+            RedisModeFlag::Sharded => sockeye_pubsub::RedisMode::Sharded,
+        };
+        self.redis.clone().map(|url| (url, mode))
+    }
+}
+
+/// The value of `--redis-mode`: `standalone` or `sharded`
+/// ([`sockeye_pubsub::RedisMode`]'s variants).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RedisModeFlag {
+    Standalone,
+    Sharded,
 }
 
 /// A tokio runtime: current-thread for `threads == 1`, else multi-thread
@@ -191,24 +187,39 @@ pub fn not_found() -> Response<Body> {
     resp
 }
 
-/// The flags every server example shares, to list in [`Args::parse`]:
-/// `--threads N` and `--metrics ADDR` ([`server_runtime`]), and the
-/// connection caps ([`Caps::from_args`]).
-pub const SERVER_FLAGS: [&str; 4] = [
-    "threads",
-    "metrics",
-    "max-connections",
-    "max-connections-per-ip",
-];
+/// The flags every server example shares: `--threads N` and
+/// `--metrics ADDR` ([`server_runtime`]), and the connection caps
+/// ([`Caps::from_flags`]).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServerFlags {
+    /// Runtime worker threads (1: a current-thread runtime; 0: one per
+    /// core).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
+    /// Serve the sockeye_* metrics at http://ADDR/metrics (Prometheus text
+    /// format).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Open connections at most (503 beyond).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = sockeye_hyper::serve::DEFAULT_MAX_CONNECTIONS
+    )]
+    pub max_connections: usize,
+    /// Open connections per client IP at most (503 beyond; 0: no cap).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+}
 
 /// The runtime of a server example ([`runtime`] with `--threads N`). With
 /// `--metrics ADDR` it also serves every `sockeye_*` counter and gauge at
 /// `http://ADDR/metrics` in the Prometheus text format, on this runtime.
-pub fn server_runtime(args: &Args) -> Result<tokio::runtime::Runtime, Box<dyn std::error::Error>> {
-    let runtime = runtime(args.parsed("threads", 0usize))?;
-    if let Some(addr) = args.value("metrics") {
-        let addr: std::net::SocketAddr =
-            addr.parse().map_err(|e| format!("--metrics {addr}: {e}"))?;
+pub fn server_runtime(
+    flags: &ServerFlags,
+) -> Result<tokio::runtime::Runtime, Box<dyn std::error::Error>> {
+    let runtime = runtime(flags.threads)?;
+    if let Some(addr) = flags.metrics {
         let _in_runtime = runtime.enter();
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)
@@ -239,11 +250,11 @@ impl Default for Caps {
 }
 
 impl Caps {
-    /// The caps from the flags.
-    pub fn from_args(args: &Args) -> Self {
-        let per_ip = args.parsed("max-connections-per-ip", 0usize);
+    /// The caps from `--max-connections` and `--max-connections-per-ip`.
+    pub fn from_flags(flags: &ServerFlags) -> Self {
+        let per_ip = flags.max_connections_per_ip;
         Self {
-            max: args.parsed("max-connections", Self::default().max),
+            max: flags.max_connections,
             per_ip: (per_ip > 0).then_some(per_ip),
         }
     }
@@ -312,32 +323,101 @@ pub async fn shutdown_signal() {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Args, String> {
-        Args::parse_from(
-            args.iter().map(|s| s.to_string()),
-            &["addr", "header"],
-            &["raw"],
-        )
+    /// A server's command line: the shared structs flattened.
+    #[derive(Debug, clap::Parser)]
+    struct Flags {
+        #[arg(long, default_value = "127.0.0.1:1")]
+        addr: String,
+        #[arg(long)]
+        bearer: Option<String>,
+        #[arg(long)]
+        header: Vec<String>,
+        #[arg(long)]
+        raw: bool,
+        #[command(flatten)]
+        redis: RedisFlags,
+        #[command(flatten)]
+        history: HistoryFlags,
+        #[command(flatten)]
+        server: ServerFlags,
+    }
+
+    fn parse(args: &[&str]) -> Result<Flags, clap::Error> {
+        try_parse_flags_from(std::iter::once("test").chain(args.iter().copied()))
     }
 
     #[test]
-    fn flags_switches_and_positionals() {
-        let a = parse(&[
-            "ws://x",
+    fn defaults() {
+        let f = parse(&[]).unwrap();
+        assert_eq!(f.addr, "127.0.0.1:1");
+        assert_eq!(
+            history_budget(&f.history),
+            sockeye_pubsub::HistoryBudget::default()
+        );
+        assert_eq!(f.server.threads, 0);
+        assert_eq!(f.server.metrics, None);
+        let caps = Caps::from_flags(&f.server);
+        assert_eq!((caps.max, caps.per_ip), (Caps::default().max, None));
+        assert_eq!(f.redis.broker(), None);
+    }
+
+    #[test]
+    fn values_switches_and_repeats() {
+        let f = parse(&[
             "--addr",
             "1:2",
+            "--addr=3:4",
+            "--bearer",
+            "-tok",
             "--header=a: b",
             "--header",
             "c: d",
             "--raw",
+            "--raw",
+            "--threads=1",
+            "--metrics",
+            "127.0.0.1:9",
+            "--max-connections",
+            "10",
+            "--max-connections-per-ip=2",
+            "--history-mb",
+            "3",
+            "--history-topics=7",
+            "--redis",
+            "redis://r",
+            "--redis-mode=sharded",
         ])
         .unwrap();
-        assert_eq!(a.value("addr"), Some("1:2"));
-        assert_eq!(a.values("header"), ["a: b", "c: d"]);
-        assert!(a.switch("raw"));
-        assert_eq!(a.positional(), ["ws://x"]);
-        assert!(parse(&["--nope"]).is_err());
-        assert!(parse(&["--addr"]).is_err());
-        assert!(parse(&["--raw=1"]).is_err());
+        assert_eq!(f.addr, "3:4");
+        assert_eq!(f.bearer.as_deref(), Some("-tok"));
+        assert_eq!(f.header, ["a: b", "c: d"]);
+        assert!(f.raw);
+        assert_eq!(f.server.threads, 1);
+        assert_eq!(f.server.metrics, Some("127.0.0.1:9".parse().unwrap()));
+        let caps = Caps::from_flags(&f.server);
+        assert_eq!((caps.max, caps.per_ip), (10, Some(2)));
+        assert_eq!(
+            history_budget(&f.history),
+            sockeye_pubsub::HistoryBudget::new(3 << 20, 7)
+        );
+        assert_eq!(
+            f.redis.broker(),
+            Some(("redis://r".to_owned(), sockeye_pubsub::RedisMode::Sharded))
+        );
+    }
+
+    #[test]
+    fn usage_errors() {
+        use clap::error::ErrorKind;
+        let kind = |args: &[&str]| parse(args).unwrap_err().kind();
+        assert_eq!(kind(&["--nope"]), ErrorKind::UnknownArgument);
+        assert_eq!(kind(&["--threads", "abc"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["--metrics", "nowhere"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["--redis-mode", "x"]), ErrorKind::InvalidValue);
+        assert_eq!(kind(&["--addr"]), ErrorKind::InvalidValue);
+        assert_eq!(kind(&["--raw=1"]), ErrorKind::TooManyValues);
+        assert_eq!(kind(&["stray"]), ErrorKind::UnknownArgument);
+        let err = parse(&["--threads", "abc"]).unwrap_err().to_string();
+        assert!(err.contains("--threads"), "{err}");
     }
 }

@@ -37,7 +37,8 @@ use serde_json::Value;
 use sockeye_auth::{AuthLayer, Credentials, Identity, OriginLayer, OriginPolicy, Rejection};
 use sockeye_deflate::{DeflateConfig, DeflateLayer};
 use sockeye_examples::{
-    Args, Caps, SERVER_FLAGS, history_budget, html_page, not_found, serve_hub, server_runtime,
+    Caps, HistoryFlags, RedisFlags, ServerFlags, history_budget, html_page, not_found, parse_flags,
+    serve_hub, server_runtime,
 };
 use sockeye_hyper::server::Drain;
 use sockeye_pubsub::{
@@ -48,47 +49,46 @@ use tower::{ServiceBuilder, ServiceExt};
 
 const PAGE: &str = include_str!("index.html");
 
-const USAGE: &str = "usage: chat [--addr HOST:PORT] [--redis URL [--redis-mode standalone|sharded]] \
-                     [--allow-origin ORIGIN]... [--allowed-host HOST]... [--rate-limit N] [--history-mb N] [--history-topics N] [--max-connections N] [--max-connections-per-ip N] \
-                     [--threads N]";
-
 /// The longest message text, in characters.
 const MAX_TEXT: usize = 2000;
 
+/// Chat: a web page and a sockeye-pubsub hub in one binary.
+#[derive(Debug, clap::Parser)]
+#[command(name = "chat")]
+struct Flags {
+    /// Listen on this address.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+    addr: String,
+    #[command(flatten)]
+    redis: RedisFlags,
+    /// Let pages of this origin connect too, beside same-origin ones
+    /// (repeatable).
+    #[arg(long, value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
+    /// Answer requests naming this host too, beside the loopback names
+    /// (repeatable).
+    #[arg(long, value_name = "NAME[:PORT]")]
+    allowed_host: Vec<String>,
+    /// Commands a socket may send per second (bursts of twice that).
+    #[arg(long, value_name = "N", default_value_t = 20.0)]
+    rate_limit: f64,
+    #[command(flatten)]
+    history: HistoryFlags,
+    #[command(flatten)]
+    server: ServerFlags,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse(
-        USAGE,
-        &[
-            &[
-                "addr",
-                "redis",
-                "redis-mode",
-                "allow-origin",
-                "allowed-host",
-                "rate-limit",
-                "history-mb",
-                "history-topics",
-            ][..],
-            &SERVER_FLAGS,
-        ]
-        .concat(),
-        &[],
-    );
-    let addr = args.value("addr").unwrap_or("127.0.0.1:8080").to_owned();
-    let mode = match args.value("redis-mode").unwrap_or("standalone") {
-        "standalone" => RedisMode::Standalone,
-        "sharded" => RedisMode::Sharded,
-        other => return Err(format!("--redis-mode: {other}: standalone or sharded").into()),
-    };
+    let flags: Flags = parse_flags();
     let options = Options {
-        redis: args.value("redis").map(|url| (url.to_owned(), mode)),
-        origins: args.values("allow-origin").to_vec(),
-        hosts: args.values("allowed-host").to_vec(),
-        rate: args.parsed("rate-limit", 20.0f64),
-        history: history_budget(&args),
-        caps: Caps::from_args(&args),
+        redis: flags.redis.broker(),
+        origins: flags.allow_origin,
+        hosts: flags.allowed_host,
+        rate: flags.rate_limit,
+        history: history_budget(&flags.history),
+        caps: Caps::from_flags(&flags.server),
     };
-    server_runtime(&args)?.block_on(serve(addr, options))
+    server_runtime(&flags.server)?.block_on(serve(flags.addr, options))
 }
 
 struct Options {

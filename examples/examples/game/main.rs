@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use http::{Method, Request};
 use hyper::body::Incoming;
 use sockeye_auth::{OriginLayer, OriginPolicy};
-use sockeye_examples::{Args, Caps, html_page, not_found, runtime};
+use sockeye_examples::{Caps, html_page, not_found, parse_flags, runtime};
 use sockeye_hyper::server::{Drain, Handshake, UpgradeService, WebSocket};
 use sockeye_proto::{CloseCode, Config, Message, PreparedMessage};
 use tokio::net::TcpListener;
@@ -72,13 +72,22 @@ const INPUT: u8 = 1;
 const SNAPSHOT: u8 = 2;
 const WELCOME: u8 = 3;
 
-const USAGE: &str = "usage: game [--addr HOST:PORT] [--allowed-host HOST]...";
+/// A multiplayer game: dots on a shared field, 20 binary snapshots a second.
+#[derive(Debug, clap::Parser)]
+#[command(name = "game")]
+struct Flags {
+    /// Listen on this address.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8082")]
+    addr: String,
+    /// Answer requests naming this host too, beside the loopback names
+    /// (repeatable).
+    #[arg(long, value_name = "NAME[:PORT]")]
+    allowed_host: Vec<String>,
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse(USAGE, &["addr", "allowed-host"], &[]);
-    let addr = args.value("addr").unwrap_or("127.0.0.1:8082").to_owned();
-    let hosts = args.values("allowed-host").to_vec();
-    runtime(0)?.block_on(serve(addr, hosts))
+    let flags: Flags = parse_flags();
+    runtime(0)?.block_on(serve(flags.addr, flags.allowed_host))
 }
 
 /// One dot.

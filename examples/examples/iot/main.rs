@@ -53,7 +53,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use serde_json::{Value, json};
 use sockeye_auth::{AuthLayer, Credentials, Identity, OriginLayer, OriginPolicy, Rejection};
-use sockeye_examples::{Args, Caps, html_page, not_found, runtime, serve_hub};
+use sockeye_examples::{Caps, html_page, not_found, parse_flags, runtime, serve_hub};
 use sockeye_hyper::Body;
 use sockeye_hyper::client::ClientBuilder;
 use sockeye_hyper::server::Drain;
@@ -66,8 +66,6 @@ use tower::{ServiceBuilder, ServiceExt};
 /// The dashboard, embedded in the binary.
 const PAGE: &str = include_str!("index.html");
 
-const USAGE: &str = "usage: iot [--addr HOST:PORT] [--devices N]";
-
 /// The reporting interval a device starts with, and the bounds a command
 /// may set.
 const DEFAULT_INTERVAL_MS: u64 = 1000;
@@ -77,14 +75,27 @@ const MAX_INTERVAL_MS: u64 = 60_000;
 /// How long a simulated reboot keeps a device offline.
 const BOOT_TIME: Duration = Duration::from_secs(3);
 
+/// IoT: simulated devices report telemetry to a pub/sub hub and take
+/// commands from a dashboard.
+#[derive(Debug, clap::Parser)]
+#[command(name = "iot")]
+struct Flags {
+    /// Listen on this address.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8083")]
+    addr: String,
+    /// Simulated devices, 1 to 99.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 5,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=99)
+    )]
+    devices: usize,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse(USAGE, &["addr", "devices"], &[]);
-    let addr = args.value("addr").unwrap_or("127.0.0.1:8083").to_owned();
-    let devices = args.parsed("devices", 5usize);
-    if !(1..=99).contains(&devices) {
-        return Err("--devices: 1 to 99".into());
-    }
-    runtime(0)?.block_on(serve(addr, devices))
+    let flags: Flags = parse_flags();
+    runtime(0)?.block_on(serve(flags.addr, flags.devices))
 }
 
 async fn serve(addr: String, devices: usize) -> Result<(), Box<dyn std::error::Error>> {

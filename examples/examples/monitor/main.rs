@@ -44,7 +44,7 @@ use http::{Method, Request};
 use hyper::body::Incoming;
 use serde_json::json;
 use sockeye_auth::{OriginLayer, OriginPolicy};
-use sockeye_examples::{Args, Caps, html_page, not_found, runtime, serve_hub};
+use sockeye_examples::{Caps, html_page, not_found, parse_flags, runtime, serve_hub};
 use sockeye_hyper::server::Drain;
 use sockeye_pubsub::{Hub, Namespace, SlowConsumer};
 use tokio::net::TcpListener;
@@ -60,13 +60,23 @@ const TOPIC: &str = "metrics:host";
 /// Samples kept for a page that opens (two minutes at one a second).
 const HISTORY: usize = 120;
 
-const USAGE: &str = "usage: monitor [--addr HOST:PORT] [--allowed-host HOST]...";
+/// System monitor: streams this machine's CPU, memory and load to a page
+/// of live charts.
+#[derive(Debug, clap::Parser)]
+#[command(name = "monitor")]
+struct Flags {
+    /// Listen on this address.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8081")]
+    addr: String,
+    /// Answer requests naming this host too, beside the loopback names
+    /// (repeatable).
+    #[arg(long, value_name = "NAME[:PORT]")]
+    allowed_host: Vec<String>,
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse(USAGE, &["addr", "allowed-host"], &[]);
-    let addr = args.value("addr").unwrap_or("127.0.0.1:8081").to_owned();
-    let hosts = args.values("allowed-host").to_vec();
-    runtime(0)?.block_on(serve(addr, hosts))
+    let flags: Flags = parse_flags();
+    runtime(0)?.block_on(serve(flags.addr, flags.allowed_host))
 }
 
 async fn serve(addr: String, hosts: Vec<String>) -> Result<(), Box<dyn std::error::Error>> {
