@@ -242,18 +242,24 @@ impl Queue {
         self.lagged.remove(topic);
     }
 
-    /// Takes up to `max` items to write, in order.
-    pub(crate) fn take(&mut self, max: usize, into: &mut Vec<PreparedMessage>) -> usize {
+    /// Takes up to `max` items to write, in order, and their bytes. The
+    /// batch is sized to what is queued, and a queue taken empty lets go of
+    /// its storage: an idle socket holds neither.
+    pub(crate) fn take(&mut self, max: usize) -> (Vec<PreparedMessage>, usize) {
+        let mut batch = Vec::with_capacity(self.items.len().min(max));
         let mut bytes = 0;
-        for _ in 0..max {
+        while batch.len() < max {
             let Some(item) = self.items.pop_front() else {
                 break;
             };
             self.account_removed(&item);
             bytes += item.bytes();
-            into.push(item.message);
+            batch.push(item.message);
         }
-        bytes
+        if self.items.is_empty() {
+            self.items = VecDeque::new();
+        }
+        (batch, bytes)
     }
 
     /// Empties the queue (the socket is closing); returns the bytes freed.
@@ -277,8 +283,7 @@ mod tests {
     }
 
     fn texts(q: &mut Queue) -> Vec<String> {
-        let mut out = Vec::new();
-        q.take(usize::MAX, &mut out);
+        let (out, _) = q.take(usize::MAX);
         out.iter()
             .map(|m| String::from_utf8(m.payload().to_vec()).unwrap())
             .collect()
@@ -289,6 +294,23 @@ mod tests {
             messages,
             bytes: 1 << 20,
         }
+    }
+
+    #[test]
+    fn batches_fit_what_is_queued_and_an_emptied_queue_holds_no_storage() {
+        let mut q = Queue::new(limits(100));
+        for i in 0..70 {
+            q.control(msg(&i.to_string()));
+        }
+        let (first, _) = q.take(64);
+        assert_eq!((first.len(), first.capacity()), (64, 64));
+        assert!(q.items.capacity() > 0);
+        let (rest, bytes) = q.take(64);
+        // Frames "64" to "69": a 2-byte header and 2 bytes each.
+        assert_eq!((rest.len(), rest.capacity(), bytes), (6, 6, 24));
+        assert_eq!(q.items.capacity(), 0);
+        let (none, _) = q.take(64);
+        assert_eq!(none.capacity(), 0);
     }
 
     #[test]

@@ -22,7 +22,17 @@ use crate::queue::{PushTopic, Queue, QueueLimits};
 use crate::topic::{Namespace, SlowConsumer};
 
 /// How many queued messages a writer takes per batch (one flush each).
-pub(crate) const WRITE_BATCH: usize = 64;
+const WRITE_BATCH: usize = 64;
+
+/// What a writer takes from its session at once ([`Session::take_batch`]).
+pub(crate) struct Batch {
+    /// Queued messages, oldest first (at most a batch).
+    pub(crate) messages: Vec<PreparedMessage>,
+    /// Set once: the writer sends this close after the queue and stops.
+    pub(crate) closing: Option<(CloseCode, &'static str)>,
+    /// The reader ended: the writer stops once the queue is written.
+    pub(crate) finished: bool,
+}
 
 pub(crate) struct Session {
     pub(crate) id: u64,
@@ -213,17 +223,18 @@ impl Session {
         self.lock().queue.bytes()
     }
 
-    /// Moves up to [`WRITE_BATCH`] queued messages into `batch`, for a
-    /// transport's writer; returns the close to send once the session is
-    /// closing, and whether it finished (the reader ended).
-    pub(crate) fn take_batch(
-        &self,
-        batch: &mut Vec<PreparedMessage>,
-    ) -> (Option<(CloseCode, &'static str)>, bool) {
+    /// Takes up to [`WRITE_BATCH`] queued messages for a transport's
+    /// writer, with the close to send once the session is closing and
+    /// whether it finished (the reader ended).
+    pub(crate) fn take_batch(&self) -> Batch {
         let mut state = self.lock();
-        let freed = state.queue.take(WRITE_BATCH, batch);
+        let (messages, freed) = state.queue.take(WRITE_BATCH);
         self.metrics.queued(-(freed as i64));
-        (state.closing, state.finished)
+        Batch {
+            messages,
+            closing: state.closing,
+            finished: state.finished,
+        }
     }
 
     /// Resolves once something was queued, or the session closed or

@@ -55,6 +55,8 @@ struct State {
 struct Slot {
     close: Option<CloseHandle>,
     abort: Option<AbortHandle>,
+    /// `abort` is the socket's own task, not the upgrade's before it.
+    socket_task: bool,
 }
 
 /// What a drain achieved.
@@ -165,11 +167,15 @@ impl Drain {
         }
     }
 
-    /// Records the task serving the socket of reservation `id` (gone
-    /// already if the task finished first).
-    pub(crate) fn set_abort(&self, id: u64, abort: AbortHandle) {
-        if let Some(slot) = lock(&self.inner.state).sockets.get_mut(&id) {
+    /// Records the task serving reservation `id` (gone already if the task
+    /// finished first): the upgrade's, then the socket's own (`socket`),
+    /// which the upgrade's never replaces, whichever is recorded first.
+    pub(crate) fn set_abort(&self, id: u64, abort: AbortHandle, socket: bool) {
+        if let Some(slot) = lock(&self.inner.state).sockets.get_mut(&id)
+            && (socket || !slot.socket_task)
+        {
             slot.abort = Some(abort);
+            slot.socket_task |= socket;
         }
     }
 }

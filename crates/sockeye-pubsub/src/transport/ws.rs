@@ -12,7 +12,7 @@ use sockeye_proto::{CloseCode, Message, WebSocket, WriteHalf};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::hub::{Hub, SessionHandle};
-use crate::session::{Session, WRITE_BATCH};
+use crate::session::{Batch, Session};
 
 impl Hub {
     /// Serves one socket until it closes: reads its commands, writes its
@@ -49,16 +49,29 @@ impl Hub {
     {
         let session = self.new_session(identity);
         let handle = SessionHandle::new(self.clone(), Arc::clone(&session));
+        let mut socket = socket;
+        session.set_closer(socket.close_handle());
+        let (mut read, write) = socket.split();
         let hub = self.clone();
+        // What an idle socket holds is sized here: the writer in a box of
+        // its own (its task holds a pointer, and this future holds no room
+        // for it), and the reader's loop written inline, not as a captured
+        // future (an awaited capture is kept twice).
+        let writer = Box::pin(write_loop(Arc::clone(&session), write));
         let run = async move {
-            let mut socket = socket;
-            session.set_closer(socket.close_handle());
-            let (mut read, write) = socket.split();
-            let writer = tokio::spawn(write_loop(Arc::clone(&session), write));
+            let writer = tokio::spawn(writer);
             let mut limits = hub.limits();
             while let Some(Ok(message)) = read.recv().await {
                 match message {
-                    Message::Text(text) => hub.text(&session, text.as_str(), &mut limits).await,
+                    // Boxed: a command's future (subscribe, history,
+                    // broker) is large, and an idle socket's would hold
+                    // room for it while it waits for the next one. (A
+                    // `let`: the unboxed future is a temporary of that
+                    // statement only, not kept across the await.)
+                    Message::Text(text) => {
+                        let command = Box::pin(hub.text(&session, text.as_str(), &mut limits));
+                        command.await;
+                    }
                     Message::Binary(_) => hub.binary(&session, &mut limits),
                     _ => {}
                 }
@@ -69,8 +82,10 @@ impl Hub {
                     break;
                 }
             }
-            // The read side ended (peer closed, error, or our close done).
-            hub.end_session(&session).await;
+            // The read side ended (peer closed, error, or our close done):
+            // the writer finishes the queue and stops.
+            let end = Box::pin(hub.end_session(&session));
+            end.await;
             let _ = writer.await;
         };
         (handle, run)
@@ -82,10 +97,13 @@ async fn write_loop<S>(session: Arc<Session>, mut write: WriteHalf<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
     loop {
-        let (closing, finished) = session.take_batch(&mut batch);
-        if batch.is_empty() {
+        let Batch {
+            messages,
+            closing,
+            finished,
+        } = session.take_batch();
+        if messages.is_empty() {
             if let Some((code, reason)) = closing {
                 let _ = write.close(code, reason).await;
                 return;
@@ -96,8 +114,8 @@ where
             session.notified().await;
             continue;
         }
-        for message in batch.drain(..) {
-            if write.feed_prepared(&message).await.is_err() {
+        for message in &messages {
+            if write.feed_prepared(message).await.is_err() {
                 session.close(CloseCode::ABNORMAL, "write failed");
                 return;
             }
@@ -163,8 +181,11 @@ impl sockeye_hyper::server::Handler for HubHandler {
         socket: sockeye_hyper::server::WebSocket,
         handshake: sockeye_hyper::server::Handshake,
     ) -> Self::Future {
-        let hub = self.hub.clone();
         let identity = handshake.extension::<Identity>().cloned();
-        Box::pin(async move { hub.serve(socket, identity).await })
+        // The session's own future, boxed as it is: an async block around
+        // it would hold the socket and the handle beside it for the
+        // socket's whole life.
+        let (_handle, run) = self.hub.session(socket, identity);
+        Box::pin(run)
     }
 }
