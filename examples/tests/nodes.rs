@@ -1,6 +1,7 @@
 //! `pubsub_server` processes as a cluster on one broker: two nodes on
 //! Redis, one of them killed with SIGKILL and restarted on its port while
-//! its client reconnects, and two nodes on NATS. For every publication the
+//! its client reconnects, a slow node (stopped with SIGSTOP for 2 s) on
+//! Redis and on NATS, and two nodes on NATS. For every publication the
 //! subscriber counts what it got: delivered in order, or reported lost —
 //! never silently missing.
 
@@ -17,6 +18,18 @@ use sockeye_pubsub::client::{Item, PubSubClient, Subscription};
 
 /// A broker or node process, killed when dropped.
 struct Proc(Child);
+
+impl Proc {
+    /// Sends a signal (`STOP`, `CONT`).
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.0.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name}");
+    }
+}
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -205,4 +218,43 @@ async fn two_nodes_on_nats_deliver_each_others_publications() {
     // Presence across the two nodes: the subscriber on b, seen from b.
     let presence = subscriber.presence("test:nats").await.unwrap();
     assert_eq!(presence.len(), 1, "{presence:?}");
+}
+
+/// Node b stops for 2 s (SIGSTOP) while node a publishes: afterwards its
+/// subscriber gets the backlog in order, or is told what it lost.
+async fn slow_node(broker_flags: &[&str]) -> Counts {
+    let (a_addr, b_addr) = (free_addr(), free_addr());
+    let _a = node(a_addr, broker_flags);
+    let b = node(b_addr, broker_flags);
+    let subscriber = client(b_addr).await;
+    let mut sub = subscriber.subscribe("test:slow").await.unwrap();
+    let n = 600;
+    let publisher = tokio::spawn(publish(a_addr, "test:slow", n));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.signal("STOP");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    b.signal("CONT");
+    let counts = count(&mut sub, n).await;
+    publisher.await.unwrap();
+    counts
+}
+
+#[tokio::test]
+async fn a_slow_node_on_redis_catches_up_in_order() {
+    let redis_addr = free_addr();
+    let _redis = redis(redis_addr);
+    let url = format!("redis://{redis_addr}");
+    let counts = slow_node(&["--redis", &url]).await;
+    eprintln!("slow node on Redis: 600 published, {counts:?}");
+    assert_eq!(counts.delivered, 600, "{counts:?}");
+}
+
+#[tokio::test]
+async fn a_slow_node_on_nats_catches_up_in_order() {
+    let nats_addr = free_addr();
+    let _nats = nats(nats_addr);
+    let url = format!("nats://{nats_addr}");
+    let counts = slow_node(&["--nats", &url]).await;
+    eprintln!("slow node on NATS: 600 published, {counts:?}");
+    assert_eq!(counts.delivered + counts.lost_and_told, 600, "{counts:?}");
 }

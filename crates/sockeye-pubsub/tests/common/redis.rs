@@ -139,6 +139,17 @@ impl RedisServer {
         wait_ready(self.port).await;
     }
 
+    /// Sends a signal to the process (`STOP`, `CONT`).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("redis-server is running").id();
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
     /// Runs one command (inline protocol) and returns the raw reply.
     pub async fn command(&self, line: &str) -> String {
         command(self.port, line).await
