@@ -29,7 +29,9 @@ commands:
                                build and run the cargo-fuzz targets (default: 30 s each,
                                all, one at a time per core)
   bench [--quick] [--servers a,b] [--scenarios x,y]
-                               the load benchmark against peer crates (results in benches/results/)
+                               the load benchmark against peer crates (results in benches/results/);
+                               scenario crossnode starts redis-server and nats-server (installed
+                               with apt when missing) for two pubsub_server nodes on each
       --micro                  the criterion micro-benchmarks instead
   ci                           test, fmt, clippy, doc, no-default-features check, autobahn, fuzz
   help                         show this text

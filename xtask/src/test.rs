@@ -10,7 +10,7 @@ use crate::system::ensure_binary;
 use crate::util::{ChildGuard, Result, cargo_cmd, free_port, run, spawn, target_dir};
 
 /// Where Debian's redis-server package puts the server.
-const REDIS_SERVER: &str = "/usr/bin/redis-server";
+pub(crate) const REDIS_SERVER: &str = "/usr/bin/redis-server";
 
 /// The tests' system dependencies: nginx (sockeye-hyper's reverse-proxy
 /// test), redis-server (sockeye-pubsub's Redis broker tests, the chat
@@ -44,12 +44,13 @@ pub(crate) fn ensure_test_tools() -> Result {
 }
 
 /// Starts a throwaway redis-server on a free loopback port (no persistence,
-/// its files under target/); stopped when the guard drops.
-pub(crate) fn start_redis() -> Result<(ChildGuard, String)> {
+/// its files under target/) for `purpose` (said when starting); stopped
+/// when the guard drops.
+pub(crate) fn start_redis(purpose: &str) -> Result<(ChildGuard, String)> {
     let port = free_port()?;
     let dir = target_dir().join("tmp").join(format!("redis-{port}"));
     std::fs::create_dir_all(&dir)?;
-    println!("starting redis-server on 127.0.0.1:{port} for the tests");
+    println!("starting redis-server on 127.0.0.1:{port} for {purpose}");
     let mut guard = spawn(
         Command::new(REDIS_SERVER)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -104,7 +105,7 @@ pub(crate) fn run_tests() -> Result {
         "--examples",
         "--all-features",
     ]))?;
-    let (_redis, url) = start_redis()?;
+    let (_redis, url) = start_redis("the tests")?;
     let mut targets = vec!["test", "--locked"];
     targets.extend_from_slice(TEST_TARGETS);
     run(cargo_cmd(&targets).env("SOCKEYE_TEST_REDIS_URL", &url))?;

@@ -52,14 +52,17 @@ const SERVERS: &[FanoutServer] = &[
     },
 ];
 
+/// `pubsub_server`'s flags in the benchmarks: a current-thread runtime, and
+/// the publisher is a client, so the per-socket command rate limit is lifted.
+pub(crate) const PUBSUB_ARGS: &[&str] = &["--threads", "1", "--rate-limit", "1000000"];
+
 fn start(server: &FanoutServer, node_modules: Option<&Path>) -> Result<Running, BoxError> {
     match server.name {
-        // The publisher is a client: lift the per-socket command rate limit.
         "sockeye-pubsub" => launch(
             server.name,
             &bin_dir().join("pubsub_server"),
             &[],
-            &["--threads", "1", "--rate-limit", "1000000"],
+            PUBSUB_ARGS,
             &[],
         ),
         "axum + broadcast" => launch(
@@ -88,13 +91,13 @@ fn start(server: &FanoutServer, node_modules: Option<&Path>) -> Result<Running, 
 /// Text payloads of WebSocket frames from a server (unmasked), parsed out
 /// of a byte stream.
 #[derive(Default)]
-struct Frames {
+pub(crate) struct Frames {
     buf: Vec<u8>,
 }
 
 impl Frames {
     /// Feeds bytes; calls `f` with each complete text/binary payload.
-    fn feed(&mut self, data: &[u8], mut f: impl FnMut(&[u8])) -> Result<(), BoxError> {
+    pub(crate) fn feed(&mut self, data: &[u8], mut f: impl FnMut(&[u8])) -> Result<(), BoxError> {
         self.buf.extend_from_slice(data);
         let mut at = 0;
         loop {
@@ -128,7 +131,7 @@ impl Frames {
 }
 
 /// The `"t":<nanoseconds>` stamp of a payload.
-fn stamp(payload: &[u8]) -> Option<u64> {
+pub(crate) fn stamp(payload: &[u8]) -> Option<u64> {
     let i = payload.windows(4).position(|w| w == b"\"t\":")? + 4;
     let digits = payload[i..]
         .iter()
@@ -141,38 +144,123 @@ fn stamp(payload: &[u8]) -> Option<u64> {
 }
 
 /// A JSON payload of exactly `size` bytes: `{"t":<ns>,"p":"xx..."}`.
-fn payload(size: usize, t: u64) -> String {
+pub(crate) fn payload(size: usize, t: u64) -> String {
     let head = format!("{{\"t\":{t},\"p\":\"");
     let pad = size.saturating_sub(head.len() + 2);
     format!("{head}{}\"}}", "x".repeat(pad))
 }
 
-struct Stats {
-    base: Instant,
-    delivered: Cell<u64>,
-    recording: Cell<bool>,
-    samples: RefCell<Vec<u32>>,
-    errors: RefCell<Vec<String>>,
-    ready: Cell<usize>,
+/// What a group of subscribers received (and the errors they ended with).
+pub(crate) struct Stats {
+    /// Stamps are nanoseconds since this instant.
+    pub(crate) base: Instant,
+    pub(crate) delivered: Cell<u64>,
+    /// Latency samples are kept while set.
+    pub(crate) recording: Cell<bool>,
+    /// Publish→receive latencies in µs.
+    pub(crate) samples: RefCell<Vec<u32>>,
+    pub(crate) errors: RefCell<Vec<String>>,
+    /// Subscribers connected (and subscribed).
+    pub(crate) ready: Cell<usize>,
+    /// Notified when deliveries arrive (a publisher can wait on it instead
+    /// of spinning).
+    pub(crate) progress: tokio::sync::Notify,
 }
 
 impl Stats {
-    fn now(&self) -> u64 {
+    pub(crate) fn new(base: Instant) -> Self {
+        Self {
+            base,
+            delivered: Cell::new(0),
+            recording: Cell::new(false),
+            samples: RefCell::new(Vec::new()),
+            errors: RefCell::new(Vec::new()),
+            ready: Cell::new(0),
+            progress: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Nanoseconds since `base` (what payloads carry).
+    pub(crate) fn now(&self) -> u64 {
         self.base.elapsed().as_nanos() as u64
     }
+
+    /// Fails with the first subscriber error, if any.
+    pub(crate) fn check(&self) -> Result<(), BoxError> {
+        match self.errors.borrow().first() {
+            Some(e) => Err(format!(
+                "{} subscriber error(s), first: {e}",
+                self.errors.borrow().len()
+            )
+            .into()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The `q` quantile of sorted samples (0 when there are none).
+pub(crate) fn quantile(sorted: &[u32], q: f64) -> f64 {
+    match sorted.len() {
+        0 => 0.0,
+        n => f64::from(sorted[((n - 1) as f64 * q) as usize]),
+    }
+}
+
+/// A publish command of `data` (raw JSON) to `topic`.
+pub(crate) fn publication(topic: &str, id: u64, data: &str) -> String {
+    format!(r#"{{"id":{id},"op":"publish","topic":"{topic}","data":{data}}}"#)
 }
 
 const SUBSCRIBE: &[u8] = br#"{"id":1,"op":"subscribe","topic":"bench:fan"}"#;
 const MAX_SAMPLES: usize = 8 << 20;
 
-async fn subscriber(target: Target, subscribe: bool, stats: Rc<Stats>) -> Result<(), BoxError> {
+/// Opens `n` subscribers, 100 at a time (each batch connected before the
+/// next: the accept backlog), sending `subscribe` (a hub command) when
+/// given and waiting for its reply. Their tasks go to `tasks`.
+pub(crate) async fn connect_subscribers(
+    target: &Target,
+    n: usize,
+    subscribe: Option<&'static [u8]>,
+    stats: &Rc<Stats>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<(), BoxError> {
+    let before = stats.ready.get();
+    for batch in 0..n.div_ceil(100) {
+        for _ in 0..100.min(n - batch * 100) {
+            let (target, stats) = (target.clone(), Rc::clone(stats));
+            tasks.push(tokio::task::spawn_local(async move {
+                if let Err(e) = subscriber(target, subscribe, Rc::clone(&stats)).await {
+                    stats.errors.borrow_mut().push(e.to_string());
+                }
+            }));
+        }
+        let want = before + ((batch + 1) * 100).min(n);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stats.ready.get() < want {
+            if let Some(e) = stats.errors.borrow().first() {
+                return Err(format!("subscriber failed: {e}").into());
+            }
+            if Instant::now() > deadline {
+                return Err("subscribers did not connect in time".into());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    Ok(())
+}
+
+async fn subscriber(
+    target: Target,
+    subscribe: Option<&'static [u8]>,
+    stats: Rc<Stats>,
+) -> Result<(), BoxError> {
     let (tcp, early) = open(&target).await?;
     let (mut rd, mut wr) = tcp.into_split();
     let mut frames = Frames::default();
     let mut buf = vec![0u8; 8 << 10];
     let mut pending = early;
-    if subscribe {
-        wr.write_all(&client_frame(0x1, SUBSCRIBE, false)).await?;
+    if let Some(command) = subscribe {
+        wr.write_all(&client_frame(0x1, command, false)).await?;
         let mut ok = false;
         while !ok {
             frames.feed(&pending, |p| ok |= p.windows(5).any(|w| w == b"\"ok\":"))?;
@@ -204,7 +292,11 @@ async fn subscriber(target: Target, subscribe: bool, stats: Rc<Stats>) -> Result
         if n == 0 {
             return Ok(());
         }
+        let before = stats.delivered.get();
         frames.feed(&buf[..n], on_payload)?;
+        if stats.delivered.get() != before {
+            stats.progress.notify_one();
+        }
     }
 }
 
@@ -228,40 +320,12 @@ async fn measure(
         deflate: false,
         path: "/ws",
     };
-    let stats = Rc::new(Stats {
-        base: Instant::now(),
-        delivered: Cell::new(0),
-        recording: Cell::new(false),
-        samples: RefCell::new(Vec::new()),
-        errors: RefCell::new(Vec::new()),
-        ready: Cell::new(0),
-    });
+    let stats = Rc::new(Stats::new(Instant::now()));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let base_rss = rss_kib(running.child.id());
     let mut tasks = Vec::with_capacity(subscribers + 2);
-    for batch in 0..subscribers.div_ceil(100) {
-        for _ in 0..100.min(subscribers - batch * 100) {
-            let (target, stats) = (target.clone(), Rc::clone(&stats));
-            let subscribe = server.subscribe;
-            tasks.push(tokio::task::spawn_local(async move {
-                if let Err(e) = subscriber(target, subscribe, Rc::clone(&stats)).await {
-                    stats.errors.borrow_mut().push(e.to_string());
-                }
-            }));
-        }
-        // Let the batch connect before the next (the accept backlog).
-        let want = (batch + 1) * 100;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while stats.ready.get() < want.min(subscribers) {
-            if let Some(e) = stats.errors.borrow().first() {
-                return Err(format!("subscriber failed: {e}").into());
-            }
-            if Instant::now() > deadline {
-                return Err("subscribers did not connect in time".into());
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
+    let subscribe = server.subscribe.then_some(SUBSCRIBE);
+    connect_subscribers(&target, subscribers, subscribe, &stats, &mut tasks).await?;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let memory_kib =
         rss_kib(running.child.id()).saturating_sub(base_rss) as f64 / subscribers as f64;
@@ -296,7 +360,7 @@ async fn measure(
                 }
                 let data = payload(size, stats.now());
                 let text = if envelope {
-                    format!(r#"{{"id":{sent},"op":"publish","topic":"bench:fan","data":{data}}}"#)
+                    publication("bench:fan", sent, &data)
                 } else {
                     data
                 };
@@ -324,19 +388,13 @@ async fn measure(
     for t in tasks {
         t.abort();
     }
-    if let Some(e) = stats.errors.borrow().first() {
-        return Err(format!(
-            "{} subscriber error(s), first: {e}",
-            stats.errors.borrow().len()
-        )
-        .into());
-    }
+    stats.check()?;
     let mut samples = stats.samples.borrow_mut();
     if samples.is_empty() {
         return Err("no deliveries".into());
     }
     samples.sort_unstable();
-    let p99 = f64::from(samples[((samples.len() - 1) as f64 * 0.99) as usize]);
+    let p99 = quantile(&samples, 0.99);
     Ok(Measured {
         deliveries_per_sec: (end_count - start_count) as f64 / elapsed.as_secs_f64(),
         p99_us: p99,
@@ -444,5 +502,17 @@ mod tests {
         f.feed(&bytes[..7], |p| got.push(p.len())).unwrap();
         f.feed(&bytes[7..], |p| got.push(p.len())).unwrap();
         assert_eq!(got, [3, 200]);
+    }
+
+    #[test]
+    fn quantiles_and_publications() {
+        assert_eq!(quantile(&[], 0.99), 0.0);
+        let sorted: Vec<u32> = (1..=100).collect();
+        assert_eq!(quantile(&sorted, 0.5), 50.0);
+        assert_eq!(quantile(&sorted, 0.99), 99.0);
+        assert_eq!(
+            publication("bench:x", 7, r#"{"t":1}"#),
+            r#"{"id":7,"op":"publish","topic":"bench:x","data":{"t":1}}"#
+        );
     }
 }

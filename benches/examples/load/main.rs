@@ -6,6 +6,7 @@
 //! cargo xtask bench [--quick]      # builds everything, then runs this
 //! target/release/examples/load [--quick] [--out DIR] [--servers a,b] [--scenarios x,y]
 //!     [--node-modules DIR] [--latency-rate MSGS_PER_SEC]
+//!     [--redis-url redis://HOST:PORT] [--nats-url nats://HOST:PORT]
 //! ```
 //!
 //! Scenarios: 20-byte text and 1 KiB binary with 100 connections and 16
@@ -13,7 +14,13 @@
 //! permessage-deflate on 1 KiB JSON, memory per idle connection at 10 000
 //! connections, p50/p99 latency at half the lowest peak rate, and fan-out
 //! (`fanout`: one publisher to 10 000 subscribers against axum + broadcast
-//! and Node ws, see `fanout.rs`). A raw TCP
+//! and Node ws, see `fanout.rs`), and cross-node fan-out (`crossnode`: two
+//! `pubsub_server` nodes on Redis and on NATS, subscribers split between
+//! them, against one in-memory node; peak deliveries per CPU-second of each
+//! process and p50/p99 at half the peak, see `crossnode.rs`; the brokers come
+//! from `--redis-url` / `--nats-url`, which `cargo xtask bench` starts).
+//! Scenario keys for `--scenarios`: `text20`, `bin1k`, `bin64k`, `bin1m`,
+//! `deflate`, `memory`, `latency`, `fanout`, `crossnode` (default: all). A raw TCP
 //! echo of the same bytes is the physical ceiling. The generator sends
 //! pre-masked frames and only parses frame headers, so it costs far less
 //! than any server (the TCP row shows its own ceiling).
@@ -27,6 +34,7 @@ use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+mod crossnode;
 mod fanout;
 
 use sockeye_benches::json_payload;
@@ -220,10 +228,15 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU time the process has used (user + system), in seconds. /proc
-/// counts it in clock ticks of 1/100 s on Linux.
+/// CPU time the process has used (user + system, all its threads), in
+/// seconds.
 fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// utime + stime of a `/proc/PID/stat` line, in seconds (/proc counts them
+/// in clock ticks of 1/100 s on Linux).
+fn parse_cpu_seconds(stat: &str) -> Option<f64> {
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -632,6 +645,9 @@ struct Options {
     /// The latency scenario's rate (msg/s) instead of half the lowest
     /// 20-byte peak, so runs with different server sets compare.
     latency_rate: Option<f64>,
+    /// The Redis and NATS servers of the cross-node scenario.
+    redis_url: Option<String>,
+    nats_url: Option<String>,
 }
 
 fn parse_options() -> Options {
@@ -649,6 +665,8 @@ fn parse_options() -> Options {
         servers: list(value("--servers")),
         scenarios: list(value("--scenarios")),
         latency_rate: value("--latency-rate").and_then(|r| r.parse().ok()),
+        redis_url: value("--redis-url"),
+        nats_url: value("--nats-url"),
     }
 }
 
@@ -721,6 +739,17 @@ struct Row {
     values: Vec<(&'static str, bool, Option<f64>, String)>,
 }
 
+/// A plain table (no ratios), for scenarios whose figures are not "server
+/// vs best peer": a title, text above it, a header, lines, notes below.
+#[derive(Default)]
+struct Table {
+    title: String,
+    intro: String,
+    header: Vec<String>,
+    lines: Vec<Vec<String>>,
+    notes: Vec<String>,
+}
+
 fn main() -> Result<(), BoxError> {
     let options = parse_options();
     // Pin ourselves to CPU 1 (servers get CPU 0).
@@ -774,6 +803,7 @@ async fn run(options: &Options) -> Result<String, BoxError> {
             .is_none_or(|s| s.iter().any(|k| k == key))
     };
     let mut rows: Vec<Row> = Vec::new();
+    let mut tables: Vec<Table> = Vec::new();
     let mut text20_peaks: Vec<f64> = Vec::new();
 
     for sc in scenarios() {
@@ -964,10 +994,20 @@ async fn run(options: &Options) -> Result<String, BoxError> {
             .await,
         );
     }
-    Ok(render(&rows, options.quick))
+    if wants("crossnode") {
+        tables.extend(
+            crossnode::tables(
+                options.quick,
+                options.redis_url.as_deref(),
+                options.nats_url.as_deref(),
+            )
+            .await,
+        );
+    }
+    Ok(render(&rows, &tables, options.quick))
 }
 
-fn render(rows: &[Row], quick: bool) -> String {
+fn render(rows: &[Row], tables: &[Table], quick: bool) -> String {
     let mut out = String::new();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -1042,10 +1082,69 @@ fn render(rows: &[Row], quick: bool) -> String {
         }
         let _ = writeln!(out);
     }
-    let _ = writeln!(
-        out,
-        "Ratios: higher is better (for memory and latency, best peer ÷ value). \
-         \"Best peer\" excludes sockeye and the raw TCP echo."
-    );
+    if !rows.is_empty() {
+        let _ = writeln!(
+            out,
+            "Ratios: higher is better (for memory and latency, best peer ÷ value). \
+             \"Best peer\" excludes sockeye and the raw TCP echo."
+        );
+        if !tables.is_empty() {
+            let _ = writeln!(out);
+        }
+    }
+    for table in tables {
+        render_table(&mut out, table);
+    }
     out
+}
+
+fn render_table(out: &mut String, table: &Table) {
+    let _ = writeln!(out, "## {}\n", table.title);
+    if !table.intro.is_empty() {
+        let _ = writeln!(out, "{}\n", table.intro);
+    }
+    let _ = writeln!(out, "| {} |", table.header.join(" | "));
+    let align: Vec<&str> = (0..table.header.len())
+        .map(|i| if i == 0 { "---" } else { "---:" })
+        .collect();
+    let _ = writeln!(out, "|{}|", align.join("|"));
+    for line in &table.lines {
+        let _ = writeln!(out, "| {} |", line.join(" | "));
+    }
+    let _ = writeln!(out);
+    for note in &table.notes {
+        let _ = writeln!(out, "{note}\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_from_proc_stat() {
+        // A command name with spaces and parentheses; utime 250, stime 75.
+        let stat = "4242 (pubsub (x) server) S 1 4242 4242 0 -1 4194560 900 0 0 0 \
+                    250 75 0 0 20 0 3 0 12345 100000 2000 18446744073709551615";
+        assert_eq!(parse_cpu_seconds(stat), Some(3.25));
+        assert_eq!(parse_cpu_seconds("4242 (short) S 1"), None);
+        assert_eq!(parse_cpu_seconds("garbage"), None);
+    }
+
+    #[test]
+    fn tables_render_as_markdown() {
+        let table = Table {
+            title: "t".to_owned(),
+            intro: "i".to_owned(),
+            header: vec!["a".to_owned(), "b".to_owned()],
+            lines: vec![vec!["x".to_owned(), "1".to_owned()]],
+            notes: vec!["n".to_owned()],
+        };
+        let mut out = String::new();
+        render_table(&mut out, &table);
+        assert_eq!(
+            out,
+            "## t\n\ni\n\n| a | b |\n|---|---:|\n| x | 1 |\n\nn\n\n"
+        );
+    }
 }
