@@ -12,7 +12,8 @@
 //! Scenarios: 20-byte text and 1 KiB binary with 100 connections and 16
 //! messages in flight each, 64 KiB with 10 connections, 1 MiB with one,
 //! permessage-deflate on 1 KiB JSON, memory per idle connection at 10 000
-//! connections, p50/p99 latency at half the lowest peak rate, and fan-out
+//! connections, p50/p99 latency at half the lowest peak rate (20 B) and at
+//! half the lowest peer's peak (1 KiB binary), and fan-out
 //! (`fanout`: one publisher to 10 000 subscribers against axum + broadcast
 //! and Node ws, see `fanout.rs`), and cross-node fan-out (`crossnode`: two
 //! `pubsub_server` nodes on Redis and on NATS, subscribers split between
@@ -642,8 +643,9 @@ struct Options {
     node_modules: Option<PathBuf>,
     servers: Option<Vec<String>>,
     scenarios: Option<Vec<String>>,
-    /// The latency scenario's rate (msg/s) instead of half the lowest
-    /// 20-byte peak, so runs with different server sets compare.
+    /// The latency rows' rate (msg/s) instead of half the lowest 20-byte
+    /// peak and half the lowest peer's 1 KiB peak, so runs with different
+    /// server sets compare.
     latency_rate: Option<f64>,
     /// The Redis and NATS servers of the cross-node scenario.
     redis_url: Option<String>,
@@ -805,6 +807,8 @@ async fn run(options: &Options) -> Result<String, BoxError> {
     let mut rows: Vec<Row> = Vec::new();
     let mut tables: Vec<Table> = Vec::new();
     let mut text20_peaks: Vec<f64> = Vec::new();
+    // The 1 KiB latency row runs at half the lowest *peer's* peak.
+    let mut bin1k_peer_peaks: Vec<f64> = Vec::new();
 
     for sc in scenarios() {
         if !wants(sc.key) {
@@ -871,6 +875,9 @@ async fn run(options: &Options) -> Result<String, BoxError> {
                     if sc.key == "text20" && server.websocket {
                         text20_peaks.push(t.msgs_per_sec);
                     }
+                    if sc.key == "bin1k" && server.websocket && !server.ours {
+                        bin1k_peer_peaks.push(t.msgs_per_sec);
+                    }
                     row.values
                         .push((server.name, server.ours, Some(v), format!("{v:.0}")));
                     cpu_row
@@ -929,23 +936,44 @@ async fn run(options: &Options) -> Result<String, BoxError> {
         rows.push(row);
     }
 
-    let rate = match options.latency_rate {
-        Some(rate) => Some((rate, "as asked")),
-        None if !text20_peaks.is_empty() => Some((
-            0.5 * text20_peaks.iter().copied().fold(f64::INFINITY, f64::min),
-            "half the lowest peak",
-        )),
-        None => None,
+    let lowest_half = |peaks: &[f64], why: &'static str| {
+        (!peaks.is_empty()).then(|| {
+            (
+                0.5 * peaks.iter().copied().fold(f64::INFINITY, f64::min),
+                why,
+            )
+        })
     };
-    if let Some((rate, why)) = rate.filter(|_| wants("latency")) {
+    let latency_rows = [
+        (
+            "20 B",
+            client_frame(0x1, &[b'x'; 20], false),
+            match options.latency_rate {
+                Some(rate) => Some((rate, "as asked")),
+                None => lowest_half(&text20_peaks, "half the lowest peak"),
+            },
+        ),
+        (
+            "1 KiB binary",
+            client_frame(0x2, &[0xAB; 1024], false),
+            match options.latency_rate {
+                Some(rate) => Some((rate, "as asked")),
+                None => lowest_half(&bin1k_peer_peaks, "half the lowest peer's peak"),
+            },
+        ),
+    ];
+    for (size, frame, rate) in latency_rows {
+        let Some((rate, why)) = rate.filter(|_| wants("latency")) else {
+            continue;
+        };
         let mut p50 = Row {
-            title: format!("p50 latency, 20 B at {rate:.0} msg/s ({why}), 100 conns"),
+            title: format!("p50 latency, {size} at {rate:.0} msg/s ({why}), 100 conns"),
             unit: "µs",
             higher_better: false,
             values: Vec::new(),
         };
         let mut p99 = Row {
-            title: "p99 latency, same load".to_owned(),
+            title: format!("p99 latency, {size}, same load"),
             unit: "µs",
             higher_better: false,
             values: Vec::new(),
@@ -961,9 +989,8 @@ async fn run(options: &Options) -> Result<String, BoxError> {
                 deflate: false,
                 path: "/",
             };
-            eprint!("{:<24} latency  ... ", server.name);
-            let frame = client_frame(0x1, &[b'x'; 20], false);
-            match latency(&target, frame, 100, rate, warmup, duration).await {
+            eprint!("{:<24} latency {size} ... ", server.name);
+            match latency(&target, frame.clone(), 100, rate, warmup, duration).await {
                 Ok((a, b)) => {
                     eprintln!("p50 {a:.0} µs, p99 {b:.0} µs");
                     p50.values
