@@ -233,6 +233,7 @@ where
         let target = redacted_uri(&parts.uri, &secret_params);
         let Some(credentials) = found else {
             tracing::info!(target = %target, "websocket request without credentials");
+            crate::observe::refused("auth", StatusCode::UNAUTHORIZED);
             let challenges = layer
                 .carriers
                 .iter()
@@ -247,6 +248,7 @@ where
             match check.await {
                 Ok(identity) => {
                     tracing::debug!(target = %target, subject = identity.subject(), "websocket request authenticated");
+                    crate::observe::allowed("auth");
                     parts.extensions.insert(identity);
                     inner.call(Request::from_parts(parts, body)).await
                 }
@@ -256,6 +258,7 @@ where
                         Rejection::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
                     };
                     tracing::info!(target = %target, %rejection, "websocket request refused");
+                    crate::observe::refused("auth", status);
                     Ok(response(status, Vec::new()))
                 }
             }

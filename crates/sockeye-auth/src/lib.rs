@@ -40,6 +40,18 @@
 //! | a browser, token in hand | subprotocol ([`AuthLayer::subprotocol`]): `new WebSocket(url, ["app.v1", "bearer." + token])` | the browser API cannot set headers; the layer removes the token entry so it is never echoed |
 //! | a browser, nothing else works | query parameter ([`AuthLayer::query`]) | URLs end up in proxy and access logs: use short-lived single-use tokens; sockeye redacts it in its own logs |
 //!
+//! ## Metrics
+//!
+//! With feature `metrics` (off by default), each layer counts its
+//! decisions through the `metrics` facade:
+//!
+//! | name | labels | counts |
+//! |---|---|---|
+//! | `sockeye_auth_decisions_total` | `layer`: `origin`/`auth`/`limit`, `outcome`: `allowed`/`refused`, and on refusals `status`: `401`/`403`/`429`/`503` | requests a layer checked (upgrade requests, or all with `check_all_requests`): let through, or answered with that status |
+//!
+//! No label carries a credential, an origin, a host, an identity or an
+//! address. Requests a layer does not check pass uncounted.
+//!
 //! Services needing auth after the upgrade (a first-message token) can still
 //! use an Origin check here and authenticate in the handler.
 //!
@@ -73,6 +85,7 @@ mod auth;
 mod credentials;
 mod identity;
 mod limit;
+mod observe;
 mod origin;
 mod rejection;
 

@@ -323,6 +323,7 @@ where
         let identity = req.extensions().get::<Identity>();
         match self.state.admit(identity, ip) {
             Some(permit) => {
+                crate::observe::allowed("limit");
                 if let Some(ip) = ip {
                     req.extensions_mut().insert(ClientIp(ip));
                 }
@@ -331,6 +332,7 @@ where
             }
             None => {
                 tracing::info!(?ip, "websocket socket cap reached");
+                crate::observe::refused("limit", StatusCode::TOO_MANY_REQUESTS);
                 Reject::refuse(StatusCode::TOO_MANY_REQUESTS, Vec::new())
             }
         }

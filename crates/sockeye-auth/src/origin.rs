@@ -555,6 +555,7 @@ where
         };
         match self.layer.check_for(req.headers(), host) {
             Ok(origin) => {
+                crate::observe::allowed("origin");
                 if let Some(origin) = origin {
                     req.extensions_mut().insert(origin);
                 }
@@ -562,6 +563,7 @@ where
             }
             Err(reason) => {
                 tracing::info!(reason, origin = ?req.headers().get(ORIGIN), "websocket origin refused");
+                crate::observe::refused("origin", StatusCode::FORBIDDEN);
                 Reject::refuse(StatusCode::FORBIDDEN, Vec::new())
             }
         }

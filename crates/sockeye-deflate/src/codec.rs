@@ -36,6 +36,8 @@ pub struct PerMessageDeflate {
     pool: Arc<Pool>,
     compressor: Option<Compress>,
     decompressor: Option<Decompress>,
+    #[cfg(feature = "metrics")]
+    metrics: crate::observe::Deflate,
 }
 
 fn corrupt() -> Error {
@@ -62,6 +64,8 @@ impl PerMessageDeflate {
             pool,
             compressor: None,
             decompressor: None,
+            #[cfg(feature = "metrics")]
+            metrics: crate::observe::Deflate::new(),
         }
     }
 
@@ -221,17 +225,19 @@ impl Extension for PerMessageDeflate {
             return Ok(None);
         }
         let bits = self.own_bits();
-        if self.own_resets() {
-            let compressed = compress_fresh(&self.pool, self.level, bits, payload)?;
-            return Ok(compressed.map(|c| (Rsv::RSV1, Bytes::from(c))));
+        let compressed = if self.own_resets() {
+            compress_fresh(&self.pool, self.level, bits, payload)?
+        } else {
+            let c = self
+                .compressor
+                .get_or_insert_with(|| new_compressor(self.level, bits));
+            Some(compress_message(c, payload)?)
+        };
+        #[cfg(feature = "metrics")]
+        if let Some(c) = &compressed {
+            self.metrics.compress.count(payload.len(), c.len());
         }
-        let c = self
-            .compressor
-            .get_or_insert_with(|| new_compressor(self.level, bits));
-        Ok(Some((
-            Rsv::RSV1,
-            Bytes::from(compress_message(c, payload)?),
-        )))
+        Ok(compressed.map(|c| (Rsv::RSV1, Bytes::from(c))))
     }
 
     fn decode(
@@ -247,12 +253,18 @@ impl Extension for PerMessageDeflate {
             None if self.peer_resets() => self.pool.take_decompressor(bits),
             None => new_decompressor(bits),
         };
+        #[cfg(feature = "metrics")]
+        let before = out.len();
         let mut result = inflate(&mut d, payload, out, limit);
         if fin && matches!(result, Ok(false)) {
             result = inflate(&mut d, &TAIL, out, limit);
         }
         // On an error the connection fails; the broken state is dropped here.
         result?;
+        #[cfg(feature = "metrics")]
+        self.metrics
+            .decompress
+            .count(out.len() - before, payload.len());
         if fin && self.peer_resets() {
             d.reset(false);
             self.pool.put_decompressor(bits, d);

@@ -263,7 +263,11 @@ impl DeflateConfig {
         let key = shared_key(self.level, bits, self.threshold);
         Ok(
             match compress_fresh(&self.pool, self.level, bits, &payload)? {
-                Some(compressed) => prepared.with_encoding(key, Rsv::RSV1, &compressed),
+                Some(compressed) => {
+                    #[cfg(feature = "metrics")]
+                    crate::observe::Stage::compress().count(payload.len(), compressed.len());
+                    prepared.with_encoding(key, Rsv::RSV1, &compressed)
+                }
                 // Compressing would not shrink it: it goes out as it is.
                 None => prepared.with_encoding(key, Rsv::NONE, &payload),
             },

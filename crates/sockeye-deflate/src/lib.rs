@@ -29,6 +29,24 @@
 //! and a client offers it with
 //! `ClientRequest::negotiate(Arc::new(DeflateConfig::new()))` (or
 //! sockeye-hyper's `ClientBuilder::deflate`).
+//!
+//! ## Metrics
+//!
+//! With feature `metrics` (off by default), through the `metrics` facade:
+//!
+//! | name | labels | counts |
+//! |---|---|---|
+//! | `sockeye_deflate_bytes_total` | `direction`: `compress`/`decompress`, `stage`: `uncompressed`/`compressed` | message payload bytes on either side of the codec |
+//!
+//! `compress` counts each message a connection sends compressed (its
+//! payload as `uncompressed`, the deflated bytes as `compressed`; messages
+//! sent as they are, below the threshold or not shrinking, are not
+//! counted) and each [`DeflateConfig::prepare`]d message once, however
+//! many sockets it goes to. `decompress` counts each compressed frame
+//! received (the bytes on the wire as `compressed`, what they inflate to
+//! as `uncompressed`). `compressed / uncompressed` per direction is the
+//! compression ratio. A connection registers its counters once, when the
+//! extension is agreed; without the feature nothing is compiled in.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -36,6 +54,8 @@ mod codec;
 mod config;
 mod error;
 mod layer;
+#[cfg(feature = "metrics")]
+mod observe;
 mod oneshot;
 mod params;
 mod pool;

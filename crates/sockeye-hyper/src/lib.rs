@@ -21,9 +21,8 @@
 //!   handshake deadline, head size, header count, request target,
 //!   connection caps overall and per IP, TLS handshake timeout, graceful
 //!   shutdown. Prefer it to a hand-written hyper accept loop.
-//! - Feature `metrics`: `serve`'s connections and refusals, upgrade
-//!   rejections by status, and sockets opened and open, through the
-//!   `metrics` facade; each socket's task runs in a `websocket` tracing span
+//! - Feature `metrics`: counters and gauges through the `metrics` facade
+//!   (below); each socket's task runs in a `websocket` tracing span
 //!   (transport, peer, subprotocol, extension).
 //!
 //! Tower layers go in front and decide before the upgrade: each records its
@@ -36,6 +35,30 @@
 //! hyper http1 (with_upgrades) ─► [Origin] ─► [Auth] ─► [Deflate] ─► UpgradeService ─► handler(ws, handshake)
 //!                                 403          401/403   agreement    400/405/426/431/503
 //! ```
+//!
+//! ## Metrics
+//!
+//! With feature `metrics` (off by default), for whatever recorder the
+//! application installs; the feature turns on sockeye-proto's and (with
+//! `deflate`) sockeye-deflate's counters too. No label carries a peer
+//! address, a credential or a path.
+//!
+//! | name | kind | labels | counts |
+//! |---|---|---|---|
+//! | `sockeye_http_connections_total` | counter | `outcome` | [`serve()`]'s connections, accepted or refused (see [`serve`](mod@serve)) |
+//! | `sockeye_http_connections_open` | gauge | | [`serve()`]'s open connections |
+//! | `sockeye_http_connections_aborted_total` | counter | | connections aborted through a [`ConnectionHandle`] |
+//! | `sockeye_handshake_rejections_total` | counter | `status`, `reason` | upgrade requests answered other than 101 (by `serve` and the upgrade service) |
+//! | `sockeye_sockets_opened_total` | counter | `role`, `transport` | server sockets upgraded |
+//! | `sockeye_sockets_open` | gauge | `role` | server sockets open |
+//! | `sockeye_drain_sockets_total` | counter | `outcome`: `closed`/`forced` | sockets a [`server::Drain`] saw finish within its timeout, or aborted at it |
+//! | `sockeye_socket_closes_total` | counter | `role`, `code`, `initiator` | sockets over, by close code and by who closed (sockeye-proto; every socket, server and client) |
+//! | `sockeye_messages_total` | counter | `role`, `direction`, `kind` | data messages in and out (sockeye-proto) |
+//! | `sockeye_payload_bytes_total` | counter | `role`, `direction` | their payload bytes, uncompressed (sockeye-proto) |
+//! | `sockeye_deflate_bytes_total` | counter | `direction`, `stage` | bytes before and after permessage-deflate (sockeye-deflate, with `deflate`) |
+//!
+//! The labels of the sockeye-proto and sockeye-deflate counters are
+//! described in those crates' docs.
 //!
 //! ## WebSockets over HTTP/2
 //!

@@ -30,8 +30,36 @@
 //! | feature | default | enables |
 //! |---|---|---|
 //! | `tokio` | yes | `WebSocket<S>` over `AsyncRead + AsyncWrite`, the raw server accept and the raw client handshake |
+//! | `metrics` | no | the counters below, through the `metrics` facade |
 //!
 //! Without default features the crate is the sans-IO core only.
+//!
+//! ## Metrics
+//!
+//! With feature `metrics`, for whatever recorder the application installs
+//! (Prometheus, StatsD, ...); `role` is `server` or `client`:
+//!
+//! | name | labels | counts |
+//! |---|---|---|
+//! | `sockeye_messages_total` | `role`, `direction`: `in`/`out`, `kind`: `text`/`binary` | data messages handed to the application by [`Connection::poll_event`] (so by `WebSocket`'s `recv`/`next`), and queued by it with `send`/`feed` or `send_prepared`/`feed_prepared`; pings, pongs and closes are not messages here |
+//! | `sockeye_payload_bytes_total` | `role`, `direction`: `in`/`out` | the application payload bytes of those messages, after decompression (in) and before compression (out) |
+//! | `sockeye_socket_closes_total` | `role`, `code`, `initiator`: `local`/`remote`/`none` | sockets over (feature `tokio`: counted by `WebSocket<S>`, once each, when its stream ends or when it is dropped before that) |
+//!
+//! `initiator` is the end that sent the first close frame, whether or not
+//! the other end answered it before the transport ended: `local` for a
+//! close the application asked for (or a `CloseHandle`, a drain), an idle
+//! timeout, or a failure (a protocol error closes with 1002, an oversized
+//! message with 1009, an unanswered keepalive with 1011); `remote` for the
+//! peer's close; `none` when no close frame went either way (the peer's
+//! EOF or reset, an I/O error, a socket dropped or its task aborted while
+//! open), counted with `code` 1006. `code` is the first close frame's code
+//! (1005 for a peer's close without one): 1000–1015 as their number,
+//! 3000–4999 as `application`, anything else as `other`, so the label set
+//! stays bounded. No label carries a peer address or a close reason.
+//!
+//! Each connection registers its message and byte counters when it is
+//! made and keeps the handles, so a message costs two increments and no
+//! lookup; without the feature nothing is compiled in.
 //!
 //! ## Strictness
 //!
@@ -73,6 +101,8 @@ pub mod frame;
 pub mod handshake;
 pub mod mask;
 mod message;
+#[cfg(feature = "metrics")]
+mod observe;
 pub mod utf8;
 
 #[cfg(feature = "tokio")]

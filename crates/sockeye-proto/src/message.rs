@@ -225,6 +225,12 @@ impl PreparedMessage {
         self.frame.slice(self.header_len..)
     }
 
+    /// The payload's length.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn payload_len(&self) -> usize {
+        self.frame.len() - self.header_len
+    }
+
     /// The opcode of the frame.
     pub fn opcode(&self) -> OpCode {
         self.opcode

@@ -68,6 +68,20 @@ pub struct DrainReport {
     pub forced: usize,
 }
 
+impl DrainReport {
+    /// The report, counted (feature `metrics`) as
+    /// `sockeye_drain_sockets_total{outcome="closed"|"forced"}`.
+    fn counted(closed: usize, forced: usize) -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            const DRAINED: &str = "sockeye_drain_sockets_total";
+            metrics::counter!(DRAINED, "outcome" => "closed").increment(closed as u64);
+            metrics::counter!(DRAINED, "outcome" => "forced").increment(forced as u64);
+        }
+        Self { closed, forced }
+    }
+}
+
 /// The default bound on waiting for close handshakes.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -108,7 +122,9 @@ impl Drain {
     }
 
     /// Stops new upgrades, sends `code` to every socket, waits for them to
-    /// end (at most the timeout), then aborts the tasks of the rest.
+    /// end (at most the timeout), then aborts the tasks of the rest. With
+    /// feature `metrics` the report's counts are added to
+    /// `sockeye_drain_sockets_total{outcome="closed"|"forced"}`.
     pub async fn drain(&self, code: CloseCode, reason: &'static str) -> DrainReport {
         self.inner.draining.store(true, Ordering::Release);
         let timeout = lock(&self.inner.timeout).unwrap_or(DEFAULT_DRAIN_TIMEOUT);
@@ -128,10 +144,7 @@ impl Drain {
             tokio::pin!(notified);
             notified.as_mut().enable();
             if lock(&self.inner.state).sockets.is_empty() {
-                return DrainReport {
-                    closed: started,
-                    forced: 0,
-                };
+                return DrainReport::counted(started, 0);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 break;
@@ -149,10 +162,7 @@ impl Drain {
             forced,
             "websocket drain done"
         );
-        DrainReport {
-            closed: started.saturating_sub(forced),
-            forced,
-        }
+        DrainReport::counted(started.saturating_sub(forced), forced)
     }
 
     /// Reserves a slot for a socket being upgraded.

@@ -115,6 +115,9 @@ pub struct Connection {
     pending_pong: Option<Bytes>,
     close: CloseState,
     timers: Timers,
+    /// Message and byte counters, registered once (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    traffic: crate::observe::Traffic,
 }
 
 impl Connection {
@@ -131,6 +134,8 @@ impl Connection {
             pending_pong: None,
             close: CloseState::default(),
             timers,
+            #[cfg(feature = "metrics")]
+            traffic: crate::observe::Traffic::new(role),
         }
     }
 
@@ -173,12 +178,29 @@ impl Connection {
             .flatten()
     }
 
+    /// Who sent the first close frame and its code, for the close counter
+    /// (`None` as the code: no close frame either way).
+    #[cfg(all(feature = "metrics", feature = "tokio"))]
+    pub(crate) fn close_outcome(&self) -> (Option<CloseCode>, crate::observe::Initiator) {
+        use crate::observe::Initiator;
+        match self.close.first_code {
+            None => (None, Initiator::None),
+            Some(code) if self.close.peer_first => (Some(code), Initiator::Remote),
+            Some(code) => (Some(code), Initiator::Local),
+        }
+    }
+
     // ===== events =====
 
     /// The next message from the peer: data, ping, pong or its close frame.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Message> {
-        self.events.pop_front()
+        let message = self.events.pop_front();
+        #[cfg(feature = "metrics")]
+        if let Some(m) = &message {
+            self.traffic.received(m);
+        }
+        message
     }
 
     /// Whether messages are waiting in [`poll_event`](Self::poll_event).
@@ -211,7 +233,12 @@ impl Connection {
             self.write_frame(true, Rsv::NONE, opcode, &data);
             Ok(())
         } else {
-            self.send_data(opcode, data)
+            #[cfg(feature = "metrics")]
+            let len = data.len();
+            self.send_data(opcode, data)?;
+            #[cfg(feature = "metrics")]
+            self.traffic.sent(opcode, len);
+            Ok(())
         }
     }
 
@@ -237,6 +264,8 @@ impl Connection {
                 self.write_frame(true, Rsv::NONE, message.opcode(), &payload);
             }
         }
+        #[cfg(feature = "metrics")]
+        self.traffic.sent(message.opcode(), message.payload_len());
         Ok(())
     }
 

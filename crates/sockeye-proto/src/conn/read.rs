@@ -242,6 +242,10 @@ impl Connection {
 
     fn on_close(&mut self, payload: &[u8]) -> Result<(), Error> {
         let frame = CloseFrame::parse(payload)?;
+        #[cfg(feature = "metrics")]
+        if self.close.first_code.is_none() {
+            self.close.peer_first = true;
+        }
         self.close.note_code(frame.as_ref().map(|f| f.code));
         self.close.received = true;
         self.read.done = true;

@@ -55,6 +55,10 @@ pub(crate) struct Driver<S> {
     /// Run on the transport when the connection is given up with output
     /// still unwritten (see [`WebSocket::set_abort`](super::WebSocket::set_abort)).
     pub(crate) abort: Option<fn(&S)>,
+    /// The socket's close was counted (feature `metrics`): once, when the
+    /// stream ends or, for a socket dropped before that, on drop.
+    #[cfg(feature = "metrics")]
+    close_counted: bool,
 }
 
 impl<S> std::fmt::Debug for Driver<S> {
@@ -93,7 +97,16 @@ where
             close_request: None,
             read_size: STACK_READ,
             abort: None,
+            #[cfg(feature = "metrics")]
+            close_counted: false,
         }
+    }
+
+    /// The stream has ended: `None` from now on.
+    fn end(&mut self) {
+        self.done = true;
+        #[cfg(feature = "metrics")]
+        self.count_close();
     }
 
     /// Runs one batch of input through the connection: the buffered bytes
@@ -182,7 +195,7 @@ where
             tracing::debug!("close timeout with unwritten output: transport aborted");
         }
         self.shut_down = true;
-        self.done = true;
+        self.end();
     }
 
     /// Writes everything, then flushes the transport. With the reader
@@ -335,7 +348,7 @@ where
                         _ => self.shut_down = true,
                     }
                 }
-                self.done = true;
+                self.end();
                 continue;
             }
             if let Some(e) = self.error.take() {
@@ -417,8 +430,8 @@ where
     /// closes abruptly looks, not a new error; a pending error still comes
     /// first.
     fn end_with_io_error(&mut self, e: Error) -> Option<Result<Message, Error>> {
-        self.done = true;
         self.shut_down = true;
+        self.end();
         let pending = self.error.take();
         if self.conn.state() == crate::State::Closed {
             pending.map(Err)
@@ -433,6 +446,26 @@ where
         if !self.read_buf.is_empty() {
             self.handle_input();
         }
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl<S> Driver<S> {
+    /// `sockeye_socket_closes_total`, once per socket.
+    fn count_close(&mut self) {
+        if !std::mem::replace(&mut self.close_counted, true) {
+            let (code, initiator) = self.conn.close_outcome();
+            crate::observe::closed(self.conn.role(), code, initiator);
+        }
+    }
+}
+
+/// A socket dropped before its stream ended (its task aborted, the
+/// application done with it) is counted here.
+#[cfg(feature = "metrics")]
+impl<S> Drop for Driver<S> {
+    fn drop(&mut self) {
+        self.count_close();
     }
 }
 
