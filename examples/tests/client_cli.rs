@@ -5,24 +5,17 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::example_binary;
 use sockeye_proto::{CloseCode, Message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-
-/// An example binary, built next to this test by `cargo test`.
-fn example_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let debug = exe.parent().and_then(Path::parent).unwrap();
-    let bin = debug.join("examples").join(name);
-    assert!(bin.is_file(), "{} is missing", bin.display());
-    bin
-}
 
 /// One WebSocket: waits for `hello`, then (the client's close frame is
 /// already on its way) sends three replies and its own close.

@@ -5,34 +5,18 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::{Killed, example_binary};
+
 /// How long a binary may take to answer `--help` or a usage error.
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// An example binary, built next to this test by `cargo test`.
-fn example_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let debug = exe.parent().and_then(Path::parent).unwrap();
-    let bin = debug.join("examples").join(name);
-    assert!(bin.is_file(), "{} is missing", bin.display());
-    bin
-}
-
-/// A child process, killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Reads all of `pipe` on a thread; the text arrives on the receiver.
 fn drain(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {

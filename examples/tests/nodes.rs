@@ -7,55 +7,21 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener as StdListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{Killed, example_binary, free_addr};
 use serde_json::Value;
 use sockeye_pubsub::client::{Item, PubSubClient, Subscription};
 
-/// A broker or node process, killed when dropped.
-struct Proc(Child);
-
-impl Proc {
-    /// Sends a signal (`STOP`, `CONT`).
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.0.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{name}");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn example_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let debug = exe.parent().and_then(Path::parent).unwrap();
-    let bin = debug.join("examples").join(name);
-    assert!(bin.is_file(), "{} is missing", bin.display());
-    bin
-}
-
 /// Starts `pubsub_server` on `addr` with `broker` flags; returns once it
 /// printed `listening on`.
-fn node(addr: SocketAddr, broker: &[&str]) -> Proc {
+fn node(addr: SocketAddr, broker: &[&str]) -> Killed {
     let mut child = Command::new(example_binary("pubsub_server"))
         .args(["--addr", &addr.to_string(), "--threads", "1"])
         .args(["--rate-limit", "100000"])
@@ -72,11 +38,11 @@ fn node(addr: SocketAddr, broker: &[&str]) -> Proc {
         line.starts_with("listening on"),
         "pubsub_server printed {line:?}"
     );
-    Proc(child)
+    Killed(child)
 }
 
 /// A server binary (`redis-server`, `nats-server`) listening on `addr`.
-fn broker(binary: &str, args: &[String], addr: SocketAddr) -> Proc {
+fn broker(binary: &str, args: &[String], addr: SocketAddr) -> Killed {
     assert!(
         Path::new(binary).is_file(),
         "{binary} is missing: `cargo xtask test` installs it"
@@ -92,10 +58,10 @@ fn broker(binary: &str, args: &[String], addr: SocketAddr) -> Proc {
         assert!(Instant::now() < deadline, "{binary} did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    Proc(child)
+    Killed(child)
 }
 
-fn redis(addr: SocketAddr) -> Proc {
+fn redis(addr: SocketAddr) -> Killed {
     let port = addr.port().to_string();
     let args = [
         "--port",
@@ -110,7 +76,7 @@ fn redis(addr: SocketAddr) -> Proc {
     broker("/usr/bin/redis-server", &args.map(str::to_owned), addr)
 }
 
-fn nats(addr: SocketAddr) -> Proc {
+fn nats(addr: SocketAddr) -> Killed {
     let args = ["-a", "127.0.0.1", "-p", &addr.port().to_string()].map(str::to_owned);
     broker("/usr/sbin/nats-server", &args, addr)
 }

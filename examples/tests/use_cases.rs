@@ -6,9 +6,10 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ use serde_json::{Value, json};
 use sockeye_proto::{CloseCode, Message};
 use sockeye_pubsub::client::{Item, PubSubClient};
 use tokio::time::timeout;
+
+use common::example_binary;
 
 /// An example process, killed when dropped.
 struct Proc {
@@ -76,15 +79,6 @@ impl Proc {
     fn ws(&self, path: &str) -> String {
         format!("ws://{}{path}", self.addr)
     }
-}
-
-/// An example binary, built next to this test by `cargo test`.
-fn example_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let debug = exe.parent().and_then(Path::parent).unwrap();
-    let bin = debug.join("examples").join(name);
-    assert!(bin.is_file(), "{} is missing", bin.display());
-    bin
 }
 
 /// `GET path` over HTTP/1.0: the status line and the body.
