@@ -10,7 +10,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -19,19 +19,12 @@ use sockeye_proto::{CloseCode, Message};
 use sockeye_pubsub::client::{Item, PubSubClient};
 use tokio::time::timeout;
 
-use common::example_binary;
+use common::{Killed, example_binary, free_addr};
 
-/// An example process, killed when dropped.
+/// An example process (killed when dropped) and its address.
 struct Proc {
-    child: Child,
+    child: Killed,
     addr: SocketAddr,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Proc {
@@ -55,17 +48,18 @@ impl Proc {
             .unwrap_or_else(|| panic!("{name} printed {line:?}"))
             .parse()
             .unwrap();
-        Proc { child, addr }
+        Proc {
+            child: Killed(child),
+            addr,
+        }
     }
 
     /// SIGTERM, then the exit status within 15 s.
     fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(killed.success());
+        self.child.signal("TERM");
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.child.0.try_wait().unwrap() {
                 return status;
             }
             assert!(
@@ -131,6 +125,11 @@ async fn monitor_streams_samples_and_ends_event_streams_on_shutdown() {
     assert!(sample["mem"]["total"].as_u64().unwrap() > 0, "{sample}");
     assert!(sample["mem"]["used"].as_u64().unwrap() <= sample["mem"]["total"].as_u64().unwrap());
     assert_eq!(sample["load"].as_array().unwrap().len(), 3);
+    // Beside them, sockeye's own metrics of this process: at least this
+    // test's socket is open.
+    let sockeye = &sample["sockeye"];
+    assert_eq!(sockeye["source"], "this process", "{sample}");
+    assert!(sockeye["sockets"].as_f64().unwrap() >= 1.0, "{sample}");
     // Samples are the server's: clients may not publish.
     assert!(
         client
@@ -165,6 +164,60 @@ async fn monitor_streams_samples_and_ends_event_streams_on_shutdown() {
     let _ = reader.read_to_string(&mut rest);
     assert!(rest.contains("event: close"), "stream ended with {rest:?}");
     assert!(rest.contains("1001"), "{rest:?}");
+}
+
+#[tokio::test]
+async fn monitor_charts_another_servers_metrics() {
+    let metrics = free_addr();
+    let echo = Proc::start("echo_server", &["--metrics", &metrics.to_string()]);
+    let url = format!("http://{metrics}/metrics");
+    let monitor = Proc::start("monitor", &["--scrape", &url]);
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        let (mut ws, _) = sockeye_hyper::client::connect(&echo.ws("/")).await.unwrap();
+        ws.send(Message::text("hi")).await.unwrap();
+        assert_eq!(
+            timeout(Duration::from_secs(5), ws.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap(),
+            Message::text("hi")
+        );
+        sockets.push(ws);
+    }
+
+    let client = PubSubClient::builder(monitor.ws("/ws"))
+        .connect()
+        .await
+        .unwrap();
+    let mut sub = client.subscribe("metrics:host").await.unwrap();
+    // The echo server's figures, not the monitor's: three sockets, each
+    // of which sent one message and got it back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let sockeye = loop {
+        let sample = next_publication(&mut sub, 5).await;
+        let sockeye = sample["sockeye"].clone();
+        assert_eq!(sockeye["source"], url.as_str(), "{sample}");
+        if sockeye["sockets"] == json!(3.0) {
+            break sockeye;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{sample}");
+    };
+    assert!(sockeye["error"].is_null(), "{sockeye}");
+
+    // The scraped server gone: the sample says so, the monitor stays up.
+    drop(sockets);
+    drop(echo);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let sample = next_publication(&mut sub, 5).await;
+        if sample["sockeye"]["error"].is_string() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{sample}");
+    }
+    client.close().await;
 }
 
 /// The next binary message within 5 s, skipping pings and pongs.
@@ -350,14 +403,7 @@ async fn echo_server_serves_websockets_over_http2_and_http1() {
     );
 
     // SIGTERM closes the HTTP/2 sockets with 1001 too.
-    let pid = server.child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    server.child.signal("TERM");
     match timeout(within, a.next()).await.unwrap() {
         Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::GOING_AWAY),
         other => panic!("expected close 1001, got {other:?}"),
@@ -365,7 +411,7 @@ async fn echo_server_serves_websockets_over_http2_and_http1() {
     let mut server = server;
     let exited = async {
         loop {
-            if let Some(status) = server.child.try_wait().unwrap() {
+            if let Some(status) = server.child.0.try_wait().unwrap() {
                 return status;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

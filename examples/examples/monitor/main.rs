@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --example monitor -- [--addr 127.0.0.1:8081] [--allowed-host HOST]...
+//!     [--metrics ADDR] [--scrape http://HOST:PORT/metrics]
 //! ```
 //! Bound to loopback (the default), only requests naming `localhost`,
 //! `127.0.0.1` or `[::1]` on its port reach the socket (DNS rebinding);
@@ -13,6 +14,15 @@
 //!
 //! What it shows:
 //!
+//! - Beside CPU and memory, sockeye's own metrics (the `metrics` feature of
+//!   each crate): sockets open, pub/sub sessions, messages in and out per
+//!   second, publications and deliveries per second, closes, handshake
+//!   rejections and slow-consumer drops per second, bytes queued. By
+//!   default they are this process's (its recorder also serves
+//!   `/metrics` with `--metrics ADDR`); `--scrape URL` charts another
+//!   sockeye server's instead, e.g. `chat --metrics 127.0.0.1:9100` with
+//!   `--scrape http://127.0.0.1:9100/metrics`. A failed scrape is shown as
+//!   an error on the page and a gap in the chart.
 //! - Server-side publishing on a sockeye-pubsub [`Hub`]: every sample goes
 //!   to the topic `metrics:host` with `hub.publish`. Clients may only
 //!   subscribe (the `metrics` namespace refuses client publishes).
@@ -27,17 +37,26 @@
 //!   disconnected and does not make the server queue a backlog: queued
 //!   samples are replaced by the newest one.
 //!
-//! A sample, as published (CPU in percent, memory in bytes):
+//! A sample, as published (CPU in percent, memory in bytes; in `sockeye`,
+//! gauges as read and counters as rates per second, `null` on the first
+//! sample, or `{"source": ..., "error": "..."}` when reading failed):
 //!
 //! ```json
 //! {"t":1732670000123,"host":"box","cpu":12.5,"cores":[10.0,15.1],
-//!  "mem":{"total":25276502016,"used":1200365568},"load":[0.52,0.58,0.59]}
+//!  "mem":{"total":25276502016,"used":1200365568},"load":[0.52,0.58,0.59],
+//!  "sockeye":{"source":"this process","sockets":2.0,"sessions":2.0,
+//!   "queued_bytes":0.0,"messages_in":0.0,"messages_out":2.0,"bytes_in":0.0,
+//!   "bytes_out":598.0,"publications":1.0,"deliveries":2.0,"closes":0.0,
+//!   "rejections":0.0,"drops":0.0}}
 //! ```
 //! The page speaks the JSON protocol of `crates/sockeye-pubsub/PROTOCOL.md`
 //! at `/ws`; any WebSocket client can subscribe the same way, and clients
 //! that cannot open a WebSocket can use the Server-Sent Events + POST
 //! fallback on the same URL (`hub.service()` serves both).
 
+mod sockeye;
+
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{Method, Request};
@@ -72,14 +91,49 @@ struct Flags {
     /// (repeatable).
     #[arg(long, value_name = "NAME[:PORT]")]
     allowed_host: Vec<String>,
+    /// Serve this process's sockeye_* metrics at http://ADDR/metrics
+    /// (Prometheus text format).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Chart another sockeye server's metrics, read from this URL once a
+    /// second, instead of this process's.
+    #[arg(long, value_name = "URL")]
+    scrape: Option<String>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let flags: Flags = parse_flags();
-    runtime(0)?.block_on(serve(flags.addr, flags.allowed_host))
+    runtime(0)?.block_on(serve(flags))
 }
 
-async fn serve(addr: String, hosts: Vec<String>) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(flags: Flags) -> Result<(), Box<dyn std::error::Error>> {
+    let Flags {
+        addr,
+        allowed_host: hosts,
+        metrics,
+        scrape,
+    } = flags;
+    // This process's recorder: read by the sampler, served with --metrics.
+    let mut prometheus = metrics_exporter_prometheus::PrometheusBuilder::new();
+    let handle = match metrics {
+        Some(at) => {
+            prometheus = prometheus.with_http_listener(at);
+            let (recorder, exporter) = prometheus
+                .build()
+                .map_err(|e| format!("--metrics {at}: {e}"))?;
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).map_err(|e| format!("--metrics {at}: {e}"))?;
+            tokio::spawn(exporter);
+            eprintln!("metrics: http://{at}/metrics");
+            handle
+        }
+        None => prometheus.install_recorder()?,
+    };
+    let source = match scrape {
+        Some(url) => sockeye::Source::remote(&url)?,
+        None => sockeye::Source::Local(handle),
+    };
+
     // Fail early, before listening, where there is no /proc to read.
     let first = read_cpu()
         .await
@@ -94,7 +148,12 @@ async fn serve(addr: String, hosts: Vec<String>) -> Result<(), Box<dyn std::erro
         .history(HISTORY, Duration::from_secs(300))
         .slow_consumer(SlowConsumer::KeepLatest);
     let hub = Hub::builder().namespace("metrics", metrics).build();
-    tokio::spawn(sample_forever(hub.clone(), host, first));
+    tokio::spawn(sample_forever(
+        hub.clone(),
+        host,
+        first,
+        sockeye::Reader::new(source),
+    ));
 
     // Host metrics are for this page only: other sites' pages that a
     // browser opens may not connect (requests without `Origin`, from
@@ -130,14 +189,22 @@ async fn serve(addr: String, hosts: Vec<String>) -> Result<(), Box<dyn std::erro
 }
 
 /// Samples once a second and publishes each sample to [`TOPIC`].
-async fn sample_forever(hub: Hub, host: String, mut cpu: Vec<CpuTimes>) {
+async fn sample_forever(
+    hub: Hub,
+    host: String,
+    mut cpu: Vec<CpuTimes>,
+    mut sockeye: sockeye::Reader,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tick.tick().await; // The first tick is at once; `cpu` was read just now.
     loop {
         tick.tick().await;
         let sample = match read_sample(&host, &mut cpu).await {
-            Ok(sample) => sample,
+            Ok(mut sample) => {
+                sample["sockeye"] = sockeye.next().await;
+                sample
+            }
             Err(e) => {
                 eprintln!("monitor: reading /proc failed: {e}");
                 continue;
