@@ -279,6 +279,7 @@ fn ws_target(node: &Running) -> Target {
         websocket: true,
         deflate: false,
         path: "/ws",
+        h2: None,
     }
 }
 

@@ -319,6 +319,7 @@ async fn measure(
         websocket: true,
         deflate: false,
         path: "/ws",
+        h2: None,
     };
     let stats = Rc::new(Stats::new(Instant::now()));
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -20,8 +20,11 @@
 //! them, against one in-memory node; peak deliveries per CPU-second of each
 //! process and p50/p99 at half the peak, see `crossnode.rs`; the brokers come
 //! from `--redis-url` / `--nats-url`, which `cargo xtask bench` starts).
+//! WebSockets over HTTP/2 (`http2`: sockeye's sockets as RFC 8441 streams
+//! of one connection, of ten, of one each, beside its HTTP/1.1 path; no
+//! peer serves RFC 8441, see `http2.rs`).
 //! Scenario keys for `--scenarios`: `text20`, `bin1k`, `bin64k`, `bin1m`,
-//! `deflate`, `memory`, `latency`, `fanout`, `crossnode` (default: all). A raw TCP
+//! `deflate`, `memory`, `latency`, `fanout`, `crossnode`, `http2` (default: all). A raw TCP
 //! echo of the same bytes is the physical ceiling. The generator sends
 //! pre-masked frames and only parses frame headers, so it costs far less
 //! than any server (the TCP row shows its own ceiling).
@@ -37,9 +40,10 @@ use std::time::{Duration, Instant};
 
 mod crossnode;
 mod fanout;
+mod http2;
 
 use sockeye_benches::json_payload;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 type BoxError = Box<dyn std::error::Error>;
@@ -351,6 +355,9 @@ struct Target {
     deflate: bool,
     /// The request path (`/` for echo servers).
     path: &'static str,
+    /// Open each socket as a stream of this HTTP/2 connection (RFC 8441)
+    /// instead of a TCP connection of its own.
+    h2: Option<http2::Sender>,
 }
 
 /// Connects and performs the handshake; returns the stream and any bytes
@@ -401,50 +408,21 @@ struct Shared {
     errors: RefCell<Vec<String>>,
 }
 
-/// One connection keeping `in_flight` messages outstanding.
+/// One socket keeping `in_flight` messages outstanding: its own TCP
+/// connection, or a stream of the target's HTTP/2 connection.
 async fn closed_loop(target: Target, frame: Rc<Vec<u8>>, in_flight: usize, shared: Rc<Shared>) {
     let result: Result<(), BoxError> = async {
-        let (tcp, early) = open(&target).await?;
-        let (mut rd, mut wr) = tcp.into_split();
-        let mut counter = FrameCounter::default();
-        let big = frame.len() >= 16 << 10;
-        let mut out = Vec::with_capacity(if big { 0 } else { frame.len() * in_flight });
-        let send = |n: u64, out: &mut Vec<u8>| {
-            out.clear();
-            for _ in 0..n {
-                out.extend_from_slice(&frame);
+        match &target.h2 {
+            None => {
+                let (tcp, early) = open(&target).await?;
+                let (rd, wr) = tcp.into_split();
+                drive(rd, wr, &early, &frame, in_flight, &shared).await
             }
-        };
-        if big {
-            for _ in 0..in_flight {
-                wr.write_all(&frame).await?;
+            Some(sender) => {
+                let stream = http2::open_stream(sender, &target).await?;
+                let (rd, wr) = tokio::io::split(stream);
+                drive(rd, wr, &[], &frame, in_flight, &shared).await
             }
-        } else {
-            send(in_flight as u64, &mut out);
-            wr.write_all(&out).await?;
-        }
-        let mut got = counter.feed(&early)?;
-        let mut buf = vec![0u8; 256 << 10];
-        loop {
-            if got > 0 {
-                shared.delivered.set(shared.delivered.get() + got);
-                if shared.stop.get() {
-                    return Ok(());
-                }
-                if big {
-                    for _ in 0..got {
-                        wr.write_all(&frame).await?;
-                    }
-                } else {
-                    send(got, &mut out);
-                    wr.write_all(&out).await?;
-                }
-            }
-            let n = rd.read(&mut buf).await?;
-            if n == 0 {
-                return Err("the server closed the connection".into());
-            }
-            got = counter.feed(&buf[..n])?;
         }
     }
     .await;
@@ -452,6 +430,58 @@ async fn closed_loop(target: Target, frame: Rc<Vec<u8>>, in_flight: usize, share
         && !shared.stop.get()
     {
         shared.errors.borrow_mut().push(e.to_string());
+    }
+}
+
+/// Sends `in_flight` frames, then one more for each message echoed, until
+/// told to stop; `early` is what was read past the handshake.
+async fn drive(
+    mut rd: impl AsyncRead + Unpin,
+    mut wr: impl AsyncWrite + Unpin,
+    early: &[u8],
+    frame: &[u8],
+    in_flight: usize,
+    shared: &Shared,
+) -> Result<(), BoxError> {
+    let mut counter = FrameCounter::default();
+    let big = frame.len() >= 16 << 10;
+    let mut out = Vec::with_capacity(if big { 0 } else { frame.len() * in_flight });
+    let send = |n: u64, out: &mut Vec<u8>| {
+        out.clear();
+        for _ in 0..n {
+            out.extend_from_slice(frame);
+        }
+    };
+    if big {
+        for _ in 0..in_flight {
+            wr.write_all(frame).await?;
+        }
+    } else {
+        send(in_flight as u64, &mut out);
+        wr.write_all(&out).await?;
+    }
+    let mut got = counter.feed(early)?;
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        if got > 0 {
+            shared.delivered.set(shared.delivered.get() + got);
+            if shared.stop.get() {
+                return Ok(());
+            }
+            if big {
+                for _ in 0..got {
+                    wr.write_all(frame).await?;
+                }
+            } else {
+                send(got, &mut out);
+                wr.write_all(&out).await?;
+            }
+        }
+        let n = rd.read(&mut buf).await?;
+        if n == 0 {
+            return Err("the server closed the connection".into());
+        }
+        got = counter.feed(&buf[..n])?;
     }
 }
 
@@ -472,6 +502,19 @@ async fn throughput(
     payload_len: usize,
     conns: usize,
     in_flight: usize,
+    window: (Duration, Duration),
+) -> Result<Throughput, BoxError> {
+    let targets = vec![target.clone(); conns];
+    throughput_of(&targets, server_pid, frame, payload_len, in_flight, window).await
+}
+
+/// [`throughput`] with one closed loop per target.
+async fn throughput_of(
+    targets: &[Target],
+    server_pid: u32,
+    frame: Vec<u8>,
+    payload_len: usize,
+    in_flight: usize,
     (warmup, duration): (Duration, Duration),
 ) -> Result<Throughput, BoxError> {
     let shared = Rc::new(Shared {
@@ -481,7 +524,7 @@ async fn throughput(
     });
     let frame = Rc::new(frame);
     let mut tasks = Vec::new();
-    for _ in 0..conns {
+    for target in targets {
         tasks.push(tokio::task::spawn_local(closed_loop(
             target.clone(),
             Rc::clone(&frame),
@@ -849,6 +892,7 @@ async fn run(options: &Options) -> Result<String, BoxError> {
                 websocket: server.websocket,
                 deflate: sc.deflate,
                 path: "/",
+                h2: None,
             };
             eprint!("{:<24} {:<8} ... ", server.name, sc.key);
             let result = throughput(
@@ -916,6 +960,7 @@ async fn run(options: &Options) -> Result<String, BoxError> {
                 websocket: true,
                 deflate: false,
                 path: "/",
+                h2: None,
             };
             eprint!("{:<24} memory   ... ", server.name);
             match memory_per_connection(&target, running.child.id(), n).await {
@@ -988,6 +1033,7 @@ async fn run(options: &Options) -> Result<String, BoxError> {
                 websocket: true,
                 deflate: false,
                 path: "/",
+                h2: None,
             };
             eprint!("{:<24} latency {size} ... ", server.name);
             match latency(&target, frame.clone(), 100, rate, warmup, duration).await {
@@ -1020,6 +1066,9 @@ async fn run(options: &Options) -> Result<String, BoxError> {
             )
             .await,
         );
+    }
+    if wants("http2") {
+        tables.extend(http2::tables(options.quick).await);
     }
     if wants("crossnode") {
         tables.extend(
