@@ -22,8 +22,14 @@
 //!   connection caps overall and per IP, TLS handshake timeout, graceful
 //!   shutdown. Prefer it to a hand-written hyper accept loop.
 //! - Feature `metrics`: counters and gauges through the `metrics` facade
-//!   (below); each socket's task runs in a `websocket` tracing span
-//!   (transport, peer, subprotocol, extension).
+//!   (below).
+//! - Tracing: each server socket's task runs in a `websocket` span (`role`,
+//!   `transport`, `peer`, `protocol`, `extension`; never a credential), on
+//!   which sockeye-proto records `close_code` and `close_initiator`
+//!   (`local`, `remote` or `none`) when the socket ends, with a `debug`
+//!   event "websocket closed". A client's `connect` runs in a
+//!   `websocket_connect` span (`host`, `port`, `transport`, `proxied`);
+//!   its end event carries `role = "client"`.
 //!
 //! Tower layers go in front and decide before the upgrade: each records its
 //! decision in the request's `http::Extensions` (an identity, the agreed

@@ -61,6 +61,17 @@
 //! made and keeps the handles, so a message costs two increments and no
 //! lookup; without the feature nothing is compiled in.
 //!
+//! ## Tracing
+//!
+//! When a `WebSocket<S>` ends (its stream ends, or it is dropped before
+//! that), it emits one `debug` event, "websocket closed", with `role`,
+//! `close_code` (as above, 1006 when no close frame went either way) and
+//! `close_initiator`, and records `close_code` and `close_initiator` on the
+//! current span if the span declares them (sockeye-hyper's per-socket
+//! `websocket` span does), so a span's close shows how its socket ended.
+//! Errors are logged where they are decided, at `debug` (a peer's bad
+//! frame is the peer's problem, not the server's).
+//!
 //! ## Strictness
 //!
 //! Every protocol violation fails the connection with the right close code:
@@ -101,7 +112,7 @@ pub mod frame;
 pub mod handshake;
 pub mod mask;
 mod message;
-#[cfg(feature = "metrics")]
+#[cfg(any(feature = "tokio", feature = "metrics"))]
 mod observe;
 pub mod utf8;
 

@@ -1,20 +1,26 @@
-//! Counters through the `metrics` facade (feature `metrics`); the list is
-//! in the [crate docs](crate#metrics).
+//! What a socket reports about itself: how it ended (a `tracing` event,
+//! always), and counters through the `metrics` facade (feature `metrics`;
+//! the list is in the [crate docs](crate#metrics)).
 //!
 //! A connection registers its traffic counters once, when it is made, and
 //! keeps the handles: a message costs an increment, not a lookup.
 
+#[cfg(feature = "metrics")]
 use metrics::Counter;
 
-#[cfg(feature = "tokio")]
+#[cfg(all(feature = "tokio", feature = "metrics"))]
 use crate::close::CloseCode;
 use crate::conn::Role;
+#[cfg(feature = "metrics")]
 use crate::frame::OpCode;
+#[cfg(feature = "metrics")]
 use crate::message::Message;
 
+#[cfg(feature = "metrics")]
 const MESSAGES: &str = "sockeye_messages_total";
+#[cfg(feature = "metrics")]
 const BYTES: &str = "sockeye_payload_bytes_total";
-#[cfg(feature = "tokio")]
+#[cfg(all(feature = "tokio", feature = "metrics"))]
 const CLOSES: &str = "sockeye_socket_closes_total";
 
 pub(crate) fn role_label(role: Role) -> &'static str {
@@ -25,6 +31,7 @@ pub(crate) fn role_label(role: Role) -> &'static str {
 }
 
 /// One connection's message and payload-byte counters.
+#[cfg(feature = "metrics")]
 #[derive(Debug)]
 pub(crate) struct Traffic {
     text_in: Counter,
@@ -35,6 +42,7 @@ pub(crate) struct Traffic {
     bytes_out: Counter,
 }
 
+#[cfg(feature = "metrics")]
 impl Traffic {
     pub(crate) fn new(role: Role) -> Self {
         let role = role_label(role);
@@ -87,20 +95,27 @@ pub(crate) enum Initiator {
     None,
 }
 
+#[cfg(feature = "tokio")]
+impl Initiator {
+    /// The label and field value: `local`, `remote` or `none`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Initiator::Local => "local",
+            Initiator::Remote => "remote",
+            Initiator::None => "none",
+        }
+    }
+}
+
 /// A socket is over: `code` is the first close frame's (1005 for a peer's
 /// close without a code), `None` when there was none (counted as 1006).
-#[cfg(feature = "tokio")]
+#[cfg(all(feature = "tokio", feature = "metrics"))]
 pub(crate) fn closed(role: Role, code: Option<CloseCode>, initiator: Initiator) {
-    let initiator = match initiator {
-        Initiator::Local => "local",
-        Initiator::Remote => "remote",
-        Initiator::None => "none",
-    };
     metrics::counter!(
         CLOSES,
         "role" => role_label(role),
         "code" => code_label(code.unwrap_or(CloseCode::ABNORMAL)),
-        "initiator" => initiator
+        "initiator" => initiator.as_str()
     )
     .increment(1);
 }
@@ -108,7 +123,7 @@ pub(crate) fn closed(role: Role, code: Option<CloseCode>, initiator: Initiator) 
 /// The `code` label: 1000–1015 as their number, the registered and
 /// private ranges (3000–4999) as `application`, anything else as `other`,
 /// so the label takes at most 18 values.
-#[cfg(feature = "tokio")]
+#[cfg(all(feature = "tokio", feature = "metrics"))]
 pub(crate) fn code_label(code: CloseCode) -> &'static str {
     const RFC: [&str; 16] = [
         "1000", "1001", "1002", "1003", "1004", "1005", "1006", "1007", "1008", "1009", "1010",
@@ -121,7 +136,7 @@ pub(crate) fn code_label(code: CloseCode) -> &'static str {
     }
 }
 
-#[cfg(all(test, feature = "tokio"))]
+#[cfg(all(test, feature = "tokio", feature = "metrics"))]
 mod tests {
     use super::*;
 

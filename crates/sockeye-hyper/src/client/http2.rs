@@ -7,6 +7,7 @@ use hyper::client::conn::http2::SendRequest;
 use hyper::ext::Protocol;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sockeye_proto::{Connection, Role, TimeoutKind};
+use tracing::Instrument;
 
 use super::{Alpn, ClientBuilder, Target};
 use crate::disable;
@@ -40,6 +41,7 @@ impl ClientBuilder {
             return Err(Error::Disabled);
         }
         let target = Target::parse(&self.url)?;
+        let span = target.span("http2");
         let open = async {
             let io = self.dial(&target, Alpn::H2).await?;
             let (sender, conn) =
@@ -52,7 +54,7 @@ impl ClientBuilder {
             });
             Ok::<_, Error>(sender)
         };
-        tokio::time::timeout(self.connect_timeout, open)
+        tokio::time::timeout(self.connect_timeout, open.instrument(span))
             .await
             .map_err(|_| Error::ConnectTimeout)?
     }

@@ -17,6 +17,7 @@ use sockeye_proto::extension::ClientExtension;
 use sockeye_proto::handshake::client::ClientRequest;
 use sockeye_proto::{Config, client_handshake};
 use tokio::net::TcpStream;
+use tracing::Instrument;
 
 use crate::disable;
 use crate::error::Error;
@@ -113,6 +114,20 @@ struct Target {
 }
 
 impl Target {
+    /// The span a connection attempt runs in (no path, query or
+    /// credential: those may carry secrets).
+    fn span(&self, transport: &'static str) -> tracing::Span {
+        tracing::debug_span!(
+            "websocket_connect",
+            role = "client",
+            host = %self.host,
+            port = self.port,
+            tls = self.tls,
+            transport,
+            proxied = tracing::field::Empty,
+        )
+    }
+
     fn parse(url: &str) -> Result<Self, Error> {
         let uri: Uri = url
             .parse()
@@ -262,14 +277,19 @@ impl ClientBuilder {
             return Err(Error::Disabled);
         }
         let target = Target::parse(&self.url)?;
-        let io = tokio::time::timeout(self.connect_timeout, self.dial(&target, Alpn::Http1))
-            .await
-            .map_err(|_| Error::ConnectTimeout)??;
-
-        let (mut ws, response) =
-            client_handshake(io, self.client_request(), self.config.clone()).await?;
-        ws.set_abort(|io: &ClientIo| sockeye_proto::abort_tcp(io.tcp()));
-        Ok((ws, response))
+        let span = target.span("http1");
+        async {
+            let io = tokio::time::timeout(self.connect_timeout, self.dial(&target, Alpn::Http1))
+                .await
+                .map_err(|_| Error::ConnectTimeout)??;
+            let (mut ws, response) =
+                client_handshake(io, self.client_request(), self.config.clone()).await?;
+            ws.set_abort(|io: &ClientIo| sockeye_proto::abort_tcp(io.tcp()));
+            tracing::debug!("websocket connected");
+            Ok((ws, response))
+        }
+        .instrument(span)
+        .await
     }
 
     /// The handshake request: URL, subprotocols, headers, extension offers.
@@ -293,6 +313,7 @@ impl ClientBuilder {
             ProxyMode::Direct => None,
             ProxyMode::Explicit(p) => Some(p.clone()),
         };
+        tracing::Span::current().record("proxied", proxy.is_some());
         let tcp = match proxy {
             Some(p) => {
                 let mut tcp = TcpStream::connect((p.host(), p.port())).await?;

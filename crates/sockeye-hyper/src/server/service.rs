@@ -224,9 +224,11 @@ where
         };
         let protocol = upgrading.protocol().map(str::to_owned);
         // One span per socket: where it came from and what it speaks
-        // (never a credential).
+        // (never a credential); sockeye-proto records how it closed on it
+        // when the socket ends.
         let span = tracing::info_span!(
             "websocket",
+            role = "server",
             transport,
             peer = tracing::field::Empty,
             protocol = protocol.as_deref().unwrap_or(""),
@@ -235,6 +237,8 @@ where
                 .get(http::header::SEC_WEBSOCKET_EXTENSIONS)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or(""),
+            close_code = tracing::field::Empty,
+            close_initiator = tracing::field::Empty,
         );
         #[cfg(feature = "serve")]
         if let Some(conn) = req.extensions().get::<crate::ConnectionHandle>() {

@@ -20,8 +20,7 @@ pub(super) struct CloseState {
     /// The code of the first close frame, sent or received (1005 for a
     /// received close without a code).
     pub(super) first_code: Option<CloseCode>,
-    /// The first close frame was the peer's (for the close counter).
-    #[cfg(feature = "metrics")]
+    /// The first close frame was the peer's (for the end report).
     pub(super) peer_first: bool,
 }
 

@@ -178,9 +178,9 @@ impl Connection {
             .flatten()
     }
 
-    /// Who sent the first close frame and its code, for the close counter
-    /// (`None` as the code: no close frame either way).
-    #[cfg(all(feature = "metrics", feature = "tokio"))]
+    /// Who sent the first close frame and its code, for the socket's end
+    /// report (`None` as the code: no close frame either way).
+    #[cfg(feature = "tokio")]
     pub(crate) fn close_outcome(&self) -> (Option<CloseCode>, crate::observe::Initiator) {
         use crate::observe::Initiator;
         match self.close.first_code {

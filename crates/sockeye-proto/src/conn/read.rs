@@ -242,7 +242,6 @@ impl Connection {
 
     fn on_close(&mut self, payload: &[u8]) -> Result<(), Error> {
         let frame = CloseFrame::parse(payload)?;
-        #[cfg(feature = "metrics")]
         if self.close.first_code.is_none() {
             self.close.peer_first = true;
         }

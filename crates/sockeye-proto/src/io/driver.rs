@@ -55,10 +55,11 @@ pub(crate) struct Driver<S> {
     /// Run on the transport when the connection is given up with output
     /// still unwritten (see [`WebSocket::set_abort`](super::WebSocket::set_abort)).
     pub(crate) abort: Option<fn(&S)>,
-    /// The socket's close was counted (feature `metrics`): once, when the
-    /// stream ends or, for a socket dropped before that, on drop.
-    #[cfg(feature = "metrics")]
-    close_counted: bool,
+    /// The socket's end was reported (a `tracing` event and the current
+    /// span's `close_code` / `close_initiator`, and with feature `metrics`
+    /// the close counter): once, when the stream ends or, for a socket
+    /// dropped before that, on drop.
+    end_reported: bool,
 }
 
 impl<S> std::fmt::Debug for Driver<S> {
@@ -97,16 +98,14 @@ where
             close_request: None,
             read_size: STACK_READ,
             abort: None,
-            #[cfg(feature = "metrics")]
-            close_counted: false,
+            end_reported: false,
         }
     }
 
     /// The stream has ended: `None` from now on.
     fn end(&mut self) {
         self.done = true;
-        #[cfg(feature = "metrics")]
-        self.count_close();
+        self.report_end();
     }
 
     /// Runs one batch of input through the connection: the buffered bytes
@@ -449,23 +448,38 @@ where
     }
 }
 
-#[cfg(feature = "metrics")]
 impl<S> Driver<S> {
-    /// `sockeye_socket_closes_total`, once per socket.
-    fn count_close(&mut self) {
-        if !std::mem::replace(&mut self.close_counted, true) {
-            let (code, initiator) = self.conn.close_outcome();
-            crate::observe::closed(self.conn.role(), code, initiator);
+    /// Reports how the socket ended, once: a `debug` event with the close
+    /// code (the first close frame's, 1005 for one without a code, 1006
+    /// when there was none) and who sent it, recorded on the current span
+    /// too (its `close_code` and `close_initiator` fields, where it has
+    /// them: sockeye-hyper's `websocket` span does); with feature
+    /// `metrics`, `sockeye_socket_closes_total`.
+    fn report_end(&mut self) {
+        if std::mem::replace(&mut self.end_reported, true) {
+            return;
         }
+        let (code, initiator) = self.conn.close_outcome();
+        let code_number = code.unwrap_or(crate::CloseCode::ABNORMAL).as_u16();
+        let span = tracing::Span::current();
+        span.record("close_code", code_number);
+        span.record("close_initiator", initiator.as_str());
+        tracing::debug!(
+            role = crate::observe::role_label(self.conn.role()),
+            close_code = code_number,
+            close_initiator = initiator.as_str(),
+            "websocket closed"
+        );
+        #[cfg(feature = "metrics")]
+        crate::observe::closed(self.conn.role(), code, initiator);
     }
 }
 
 /// A socket dropped before its stream ended (its task aborted, the
-/// application done with it) is counted here.
-#[cfg(feature = "metrics")]
+/// application done with it) is reported here.
 impl<S> Drop for Driver<S> {
     fn drop(&mut self) {
-        self.count_close();
+        self.report_end();
     }
 }
 
