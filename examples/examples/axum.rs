@@ -59,6 +59,7 @@ struct Flags {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let Flags { addr } = parse_flags();
+    sockeye_examples::init_tracing();
     let app = Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/ws", get(ws));

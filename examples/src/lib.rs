@@ -113,8 +113,10 @@ pub enum RedisModeFlag {
 }
 
 /// A tokio runtime: current-thread for `threads == 1`, else multi-thread
-/// with that many workers (0: one per core).
+/// with that many workers (0: one per core). Logging is set up first
+/// ([`init_tracing`]).
 pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    init_tracing();
     if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -126,6 +128,25 @@ pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
         }
         b.enable_all().build()
     }
+}
+
+/// Logs to stderr through `tracing-subscriber`, filtered by `RUST_LOG`
+/// (default: warnings and errors). Spans are printed when they close, with
+/// their fields: `RUST_LOG=sockeye_hyper=info` shows each server socket's
+/// `websocket` span as it ends (transport, peer, subprotocol, extension,
+/// `close_code`, `close_initiator`); `RUST_LOG=debug` adds every event
+/// (refused upgrades, the end of each socket, slow consumers). A second
+/// call does nothing.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::fmt::format::FmtSpan;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_span_events(FmtSpan::CLOSE)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// A TLS server configuration from PEM files: a certificate chain and a
@@ -420,4 +441,22 @@ mod tests {
         let err = parse(&["--threads", "abc"]).unwrap_err().to_string();
         assert!(err.contains("--threads"), "{err}");
     }
+}
+
+/// The guide's chapters (`docs/src`), compiled as doctests: every `rust`
+/// block in them is built by `cargo test -p sockeye-examples --doc`.
+#[cfg(doctest)]
+mod guide {
+    #[doc = include_str!("../../docs/src/start.md")]
+    mod start {}
+    #[doc = include_str!("../../docs/src/axum.md")]
+    mod axum {}
+    #[doc = include_str!("../../docs/src/client.md")]
+    mod client {}
+    #[doc = include_str!("../../docs/src/pubsub.md")]
+    mod pubsub {}
+    #[doc = include_str!("../../docs/src/limits.md")]
+    mod limits {}
+    #[doc = include_str!("../../docs/src/operating.md")]
+    mod operating {}
 }
