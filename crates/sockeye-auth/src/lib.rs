@@ -7,8 +7,10 @@
 //! construction:
 //!
 //! - [`OriginLayer`] with [`OriginPolicy`]: whole-origin comparison after
-//!   normalisation, explicit `*.example.com` wildcards only, same-origin as
-//!   `Host` by default; `null`, unparsable or repeated `Origin` → 403.
+//!   normalisation, explicit `*.example.com` wildcards only, or
+//!   [`OriginPolicy::same_origin`] (the `Origin` must match `Host`); the
+//!   policy is always chosen explicitly; `null`, unparsable or repeated
+//!   `Origin` → 403.
 //! - [`AuthLayer`] with an async [`Validator`]: credentials from a bearer
 //!   token, Basic, a cookie, a query parameter (opt-in) or a
 //!   subprotocol-carried token; 401 / 403 / 503; the [`Identity`] goes into

@@ -15,10 +15,7 @@ use tower_service::Service;
 use crate::identity::Identity;
 use crate::rejection::{Reject, is_upgrade};
 
-/// The TCP peer of a request. Servers put it in the request's extensions
-/// (sockeye-hyper's examples do; with axum, copy `ConnectInfo` into it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct PeerAddr(pub SocketAddr);
+pub use sockeye_proto::handshake::PeerAddr;
 
 /// The client IP the limits use, recorded in the request's extensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

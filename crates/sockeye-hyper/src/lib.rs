@@ -28,7 +28,8 @@
 //!   which sockeye-proto records `close_code` and `close_initiator`
 //!   (`local`, `remote` or `none`) when the socket ends, with a `debug`
 //!   event "websocket closed". A client's `connect` runs in a
-//!   `websocket_connect` span (`host`, `port`, `transport`, `proxied`);
+//!   `websocket_connect` span (`host`, `port`, `tls`, `transport`,
+//!   `proxied`);
 //!   its end event carries `role = "client"`.
 //!
 //! Tower layers go in front and decide before the upgrade: each records its
@@ -153,9 +154,12 @@
 //!
 //! | feature | default | enables |
 //! |---|---|---|
-//! | `tls` | yes | `wss://` for the client (rustls with ring, webpki roots) |
+//! | `serve` | yes | [`serve()`]: the server loop with the raw path's limits, connection caps and graceful shutdown |
+//! | `tls` | yes | `wss://` for the client (rustls with ring, webpki roots) and TLS in `serve` |
 //! | `axum` | no | [`axum::WebSocketUpgrade`] |
 //! | `deflate` | no | `ClientBuilder::deflate`: the client offers permessage-deflate (sockeye-deflate) |
+//! | `http2` | no | WebSockets over HTTP/2 (RFC 8441): extended CONNECT in the upgrade service and the extractor, `ClientBuilder::connect_http2` / `connect_on` |
+//! | `metrics` | no | counters and gauges through the `metrics` facade (the table above) |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -928,6 +928,9 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for Wrapped<S> {
             return Box::pin(async { Ok(resp) });
         }
         req.extensions_mut().insert(self.handle.clone());
+        // For what runs before the upgrade: sockeye-auth's per-IP caps.
+        req.extensions_mut()
+            .insert(sockeye_proto::handshake::PeerAddr(self.handle.peer_addr()));
         let mut service = self.shared.service.clone();
         Box::pin(async move {
             std::future::poll_fn(|cx| service.poll_ready(cx))

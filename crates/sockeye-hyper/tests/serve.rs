@@ -323,3 +323,36 @@ async fn wss_is_served_and_a_stalled_tls_handshake_is_cut() {
     assert!(!reply.contains("101"), "{reply}");
     assert_eq!(counters.snapshot().tls_failures, 2);
 }
+
+/// `serve` records each request's peer as `PeerAddr`, so sockeye-auth's
+/// per-IP cap works behind it: the second socket from 127.0.0.1 gets 429,
+/// and a socket's slot is free again once it closes.
+#[tokio::test]
+async fn per_ip_socket_caps_see_the_peer_under_serve() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = tower::ServiceBuilder::new()
+        .layer(sockeye_auth::SocketLimitLayer::new().per_ip(1))
+        .service(UpgradeService::new(echo));
+    let server = sockeye_hyper::serve(listener, service);
+    tokio::spawn(server.into_future());
+    let client = ClientBuilder::new(format!("ws://{addr}/")).no_proxy();
+    let connect = || client.connect();
+
+    let (mut first, _) = connect().await.unwrap();
+    match connect().await {
+        Err(e) => assert!(e.to_string().contains("429"), "{e}"),
+        Ok(_) => panic!("a second socket from the same IP was let in"),
+    }
+    first.close(CloseCode::NORMAL, "").await.unwrap();
+    while first.recv().await.is_some() {}
+    // The permit goes with the socket's task: a new socket is let in.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match connect().await {
+            Ok(_) => break,
+            Err(e) => assert!(Instant::now() < deadline, "still refused: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -34,7 +34,8 @@ pub enum Error {
     /// The connection is closing or closed: nothing more can be sent.
     Closed,
     /// The API was used in a way it does not allow (e.g. sending close code
-    /// 1005, or a ping over 125 bytes).
+    /// 1005; a ping over 125 bytes is a
+    /// [`CapacityError::ControlFrameTooLong`] instead).
     InvalidInput(&'static str),
 }
 

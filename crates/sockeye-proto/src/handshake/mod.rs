@@ -16,6 +16,22 @@ use sha1::{Digest, Sha1};
 use crate::error::HandshakeError;
 use crate::extension::is_token;
 
+/// The TCP peer of an HTTP request, as a server records it in the
+/// request's `http::Extensions` for what runs before the upgrade (the
+/// per-IP caps of sockeye-auth's `SocketLimitLayer` read it).
+/// `sockeye_hyper::serve` inserts it in every request; with another
+/// server loop, insert it yourself (with axum's
+/// `into_make_service_with_connect_info`, copy `ConnectInfo` into it).
+///
+/// ```
+/// use sockeye_proto::handshake::PeerAddr;
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(PeerAddr("192.0.2.7:50000".parse().unwrap()));
+/// assert_eq!(request.extensions().get::<PeerAddr>().unwrap().0.port(), 50000);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// The GUID of RFC 6455 §1.3.
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
