@@ -4,7 +4,12 @@
 //! layers (Origin, credentials, permessage-deflate) work on a `Router`.
 //!
 //! Settings come from an [`Upgrader`] put in the request extensions (e.g.
-//! `Router::layer(axum::Extension(upgrader))`), else the defaults.
+//! `Router::layer(axum::Extension(upgrader))`), else the defaults. A
+//! [`Drain`] in the extensions (`Router::layer(axum::Extension(drain))`), or
+//! given with [`WebSocketUpgrade::drain`], tracks the sockets for a
+//! graceful shutdown, as with the upgrade service. Each socket's task runs
+//! in the same `websocket` span, and is counted by the same metrics
+//! (feature `metrics`), as the upgrade service's.
 //!
 //! An app served by [`serve`](crate::serve()) (the README's), with the
 //! limits of the raw accept path:
@@ -39,8 +44,11 @@ use sockeye_proto::extension::AgreedExtension;
 use sockeye_proto::handshake::server::UpgradeRequest;
 use sockeye_proto::{Config, Connection, Role};
 
+use tracing::Instrument;
+
 use crate::error::Error;
-use crate::server::{ServerIo, Upgrader, WebSocket, rejection, validate};
+use crate::server::observe;
+use crate::server::{Drain, ServerIo, Upgrader, WebSocket, draining, rejection, validate};
 
 /// Extracts a WebSocket upgrade request.
 ///
@@ -83,6 +91,9 @@ pub struct WebSocketUpgrade {
     /// The request's extensions, kept for the socket's lifetime (a permit
     /// from a limiting layer is released when the socket ends).
     extensions: http::Extensions,
+    /// `http1`, or `http2` for an extended CONNECT.
+    transport: &'static str,
+    drain: Option<Drain>,
 }
 
 /// Why a request could not be extracted as a WebSocket upgrade: rendered as
@@ -117,8 +128,12 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
             .get::<Upgrader>()
             .cloned()
             .unwrap_or_default();
+        let refuse = |e: Error, reason: &'static str| {
+            observe::rejected(rejection(&e).status(), reason);
+            WebSocketUpgradeRejection(e)
+        };
         if upgrader.is_disabled() {
-            return Err(WebSocketUpgradeRejection(Error::Disabled));
+            return Err(refuse(Error::Disabled, "disabled"));
         }
         let request = validate(
             &parts.method,
@@ -126,12 +141,13 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
             &parts.headers,
             &parts.extensions,
         )
-        .map_err(|e| WebSocketUpgradeRejection(e.into()))?;
+        .map_err(|e| refuse(e.into(), "invalid_upgrade"))?;
         let on_upgrade = parts
             .extensions
             .remove::<OnUpgrade>()
-            .ok_or(WebSocketUpgradeRejection(Error::NotUpgradable))?;
+            .ok_or_else(|| refuse(Error::NotUpgradable, "not_upgradable"))?;
         let agreed = parts.extensions.get::<AgreedExtension>().cloned();
+        let drain = parts.extensions.get::<Drain>().cloned();
         Ok(Self {
             on_upgrade,
             request,
@@ -139,6 +155,8 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
             protocol: None,
             agreed,
             extensions: parts.extensions.clone(),
+            transport: observe::transport(parts.version),
+            drain,
         })
     }
 }
@@ -171,13 +189,30 @@ impl WebSocketUpgrade {
         self.protocol.as_deref()
     }
 
-    /// The 101 response (200 over HTTP/2); `callback` runs with the socket once hyper hands
-    /// over the connection.
+    /// Tracks the socket in `drain` (overrides a [`Drain`] from the request
+    /// extensions): a drain in progress answers 503 instead of upgrading,
+    /// and [`Drain::shutdown`] closes the socket with 1001, or aborts its
+    /// task at the drain's timeout.
+    #[must_use]
+    pub fn drain(mut self, drain: &Drain) -> Self {
+        self.drain = Some(drain.clone());
+        self
+    }
+
+    /// The 101 response (200 over HTTP/2); `callback` runs with the socket
+    /// once hyper hands over the connection, in its own task (in a
+    /// `websocket` span). While a [`drain`](Self::drain) is in progress the
+    /// answer is 503 and `callback` never runs.
     pub fn on_upgrade<F, Fut>(self, callback: F) -> Response
     where
         F: FnOnce(WebSocket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        if self.drain.as_ref().is_some_and(Drain::is_draining) {
+            let response = draining();
+            observe::rejected(response.status(), "draining");
+            return response.map(Body::new);
+        }
         // Boxed: the task below holds it until hyper hands the connection over.
         let mut conn = Box::new(Connection::new(
             Role::Server,
@@ -186,21 +221,39 @@ impl WebSocketUpgrade {
         if let Some(agreed) = &self.agreed {
             conn.set_extension(agreed.build());
         }
+        let span = observe::socket_span(self.transport, self.protocol.as_deref(), &self.extensions);
         let on_upgrade = self.on_upgrade;
         let keep_alive = self.extensions;
-        tokio::spawn(async move {
-            let upgraded = match on_upgrade.await {
-                Ok(u) => u,
-                Err(e) => {
-                    tracing::debug!(error = %e, "websocket upgrade failed after the 101");
-                    return;
+        let transport = self.transport;
+        let registration = self.drain.as_ref().map(Drain::reserve);
+        let slot = registration.as_ref().map(|r| r.id());
+        let task = tokio::spawn(
+            async move {
+                let upgraded = match on_upgrade.await {
+                    Ok(u) => u,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "websocket upgrade failed after the 101");
+                        return;
+                    }
+                };
+                let (io, read_buf) = ServerIo::new(upgraded);
+                let mut ws = io.websocket(conn, read_buf);
+                if let Some(registration) = &registration {
+                    registration.set_close_handle(ws.close_handle());
                 }
-            };
-            let (io, read_buf) = ServerIo::new(upgraded);
-            let ws = io.websocket(conn, read_buf);
-            callback(ws).await;
-            drop(keep_alive);
-        });
+                let open = observe::SocketOpen::new(transport);
+                tracing::debug!("socket open");
+                callback(ws).await;
+                tracing::debug!("socket ended");
+                drop(open);
+                drop(registration);
+                drop(keep_alive);
+            }
+            .instrument(span),
+        );
+        if let (Some(drain), Some(id)) = (&self.drain, slot) {
+            drain.set_abort(id, task.abort_handle(), true);
+        }
         self.request
             .response(self.protocol.as_deref(), None)
             .map(|()| Body::empty())

@@ -110,3 +110,54 @@ async fn common_get(addr: std::net::SocketAddr, path: &str) -> String {
     tcp.read_to_string(&mut out).await.unwrap();
     out
 }
+
+/// A `Drain` in the router's extensions tracks the extractor's sockets:
+/// shutdown closes them with 1001, and while it runs a new upgrade gets
+/// 503.
+#[tokio::test]
+async fn extractor_sockets_are_drained() {
+    use sockeye_hyper::CloseCode;
+    use sockeye_hyper::server::Drain;
+
+    let drain = Drain::new().with_timeout(Duration::from_secs(5));
+    let router = Router::new()
+        .route(
+            "/ws",
+            get(|upgrade: WebSocketUpgrade| async move {
+                upgrade.on_upgrade(|mut socket| async move {
+                    while let Some(Ok(m)) = socket.next().await {
+                        if m.is_text() {
+                            let _ = socket.send(m).await;
+                        }
+                    }
+                })
+            }),
+        )
+        .layer(axum::Extension(drain.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let client = ClientBuilder::new(format!("ws://{addr}/ws")).no_proxy();
+
+    let (mut ws, _) = client.connect().await.unwrap();
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hi"));
+    assert_eq!(drain.open_sockets(), 1);
+
+    let shutdown = tokio::spawn({
+        let drain = drain.clone();
+        async move { drain.shutdown().await }
+    });
+    match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        Ok(Some(Ok(Message::Close(Some(frame))))) => assert_eq!(frame.code, CloseCode::GOING_AWAY),
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    // Draining: refused before the upgrade.
+    match client.connect().await {
+        Err(e) => assert!(e.to_string().contains("503"), "{e}"),
+        Ok(_) => panic!("upgraded while draining"),
+    }
+    while ws.next().await.is_some() {}
+    let report = shutdown.await.unwrap();
+    assert_eq!((report.closed, report.forced), (1, 0));
+}

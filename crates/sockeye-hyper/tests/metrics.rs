@@ -173,3 +173,56 @@ async fn a_drain_counts_the_sockets_it_closed_and_forced() {
         10.0
     );
 }
+
+/// The axum extractor counts like the upgrade service: sockets opened and
+/// open, and a plain GET to its route as a rejection.
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn the_extractor_counts_its_sockets_and_rejections() {
+    use sockeye_hyper::axum::WebSocketUpgrade;
+
+    let recorder = DebuggingRecorder::new();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let totals = Totals {
+        snapshotter: recorder.snapshotter(),
+        seen: RefCell::default(),
+    };
+    let router = axum::Router::new().route(
+        "/ws",
+        axum::routing::get(|upgrade: WebSocketUpgrade| async move {
+            upgrade.on_upgrade(|mut socket| async move { while socket.next().await.is_some() {} })
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let (mut ws, _) = ClientBuilder::new(format!("ws://{addr}/ws"))
+        .no_proxy()
+        .connect()
+        .await
+        .unwrap();
+    let opened = [("role", "server"), ("transport", "http1")];
+    totals
+        .wait_for("sockeye_sockets_opened_total", &opened, 1.0)
+        .await;
+    totals.wait_for("sockeye_sockets_open", &[], 1.0).await;
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+    while ws.next().await.is_some() {}
+    totals.wait_for("sockeye_sockets_open", &[], 0.0).await;
+
+    let reply = common::raw_exchange(
+        addr,
+        &format!("GET /ws HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    let status = reply.split(' ').nth(1).unwrap().to_owned();
+    assert!(status.starts_with('4'), "{reply}");
+    totals
+        .wait_for(
+            "sockeye_handshake_rejections_total",
+            &[("status", status.as_str()), ("reason", "invalid_upgrade")],
+            1.0,
+        )
+        .await;
+}

@@ -4,7 +4,7 @@
 //! without the URL's path or query. One thread (tokio's current-thread
 //! runtime: the server's tasks run here too) under a capturing
 //! subscriber, over loopback.
-#![cfg(feature = "serve")]
+#![cfg(all(feature = "serve", feature = "deflate"))]
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
@@ -105,7 +105,12 @@ async fn a_socket_span_ends_with_how_the_socket_closed() {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = sockeye_hyper::serve(listener, UpgradeService::new(handler));
+    // permessage-deflate is agreed when the client offers it.
+    let service = tower::Layer::layer(
+        &sockeye_deflate::DeflateLayer::new(sockeye_deflate::DeflateConfig::new()),
+        UpgradeService::new(handler),
+    );
+    let server = sockeye_hyper::serve(listener, service);
     tokio::spawn(async move { server.await.unwrap() });
     let connect = |path: &'static str| async move {
         ClientBuilder::new(format!("ws://{addr}{path}?token=secret"))
@@ -131,6 +136,7 @@ async fn a_socket_span_ends_with_how_the_socket_closed() {
     assert_eq!(first["close_initiator"], "remote");
     assert!(first["peer"].starts_with("127.0.0.1:"), "{first:?}");
     assert_eq!(first["protocol"], "");
+    assert!(!first.contains_key("extension"), "{first:?}");
 
     // The server closes with 1008: local.
     let mut ws = connect("/policy").await;
@@ -166,9 +172,25 @@ async fn a_socket_span_ends_with_how_the_socket_closed() {
     assert_eq!(third["close_code"], "1006", "{third:?}");
     assert_eq!(third["close_initiator"], "none");
 
+    // The agreed extension is on the span.
+    let (mut ws, _) = ClientBuilder::new(format!("ws://{addr}/"))
+        .no_proxy()
+        .deflate(sockeye_deflate::DeflateConfig::new())
+        .connect()
+        .await
+        .unwrap();
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+    while ws.next().await.is_some() {}
+    let fourth = closed.wait_for("websocket", 4).await;
+    assert!(
+        fourth["extension"].starts_with("permessage-deflate"),
+        "{fourth:?}"
+    );
+    assert_eq!(fourth["close_code"], "1000");
+
     // The client's connects: host and port, never the path or query.
     let connects = closed.spans("websocket_connect");
-    assert_eq!(connects.len(), 2, "{connects:?}");
+    assert_eq!(connects.len(), 3, "{connects:?}");
     for c in &connects {
         assert_eq!(c["role"], "client");
         assert_eq!(c["host"], "127.0.0.1");
@@ -176,4 +198,39 @@ async fn a_socket_span_ends_with_how_the_socket_closed() {
         assert_eq!(c["proxied"], "false");
         assert!(!format!("{c:?}").contains("secret"), "{c:?}");
     }
+}
+
+/// The axum extractor's sockets run in the same span, ended the same way.
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn the_extractors_sockets_get_the_same_span() {
+    use sockeye_hyper::axum::WebSocketUpgrade;
+
+    let closed = Closed::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(closed.clone()));
+    let router = axum::Router::new().route(
+        "/ws",
+        axum::routing::get(|upgrade: WebSocketUpgrade| async move {
+            upgrade.on_upgrade(|mut socket| async move { while socket.next().await.is_some() {} })
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = sockeye_hyper::serve(listener, router);
+    tokio::spawn(async move { server.await.unwrap() });
+
+    let (mut ws, _) = ClientBuilder::new(format!("ws://{addr}/ws"))
+        .no_proxy()
+        .connect()
+        .await
+        .unwrap();
+    ws.close(CloseCode::NORMAL, "done").await.unwrap();
+    while ws.next().await.is_some() {}
+    let span = closed.wait_for("websocket", 1).await;
+    assert_eq!(span["role"], "server");
+    assert_eq!(span["transport"], "http1");
+    assert!(span["peer"].starts_with("127.0.0.1:"), "{span:?}");
+    assert_eq!(span["close_code"], "1000", "{span:?}");
+    assert_eq!(span["close_initiator"], "remote");
 }

@@ -5,6 +5,7 @@
 mod callbacks;
 mod drain;
 mod io;
+pub(crate) mod observe;
 mod service;
 
 use std::fmt;

@@ -14,7 +14,7 @@ use sockeye_proto::handshake::server::is_websocket_request;
 use tower_service::Service;
 use tracing::Instrument;
 
-use super::{Drain, Handshake, SharedUpgrader, Upgrader, WebSocket, draining, rejection};
+use super::{Drain, Handshake, SharedUpgrader, Upgrader, WebSocket, draining, observe, rejection};
 use crate::body::{self, Body, BoxError};
 use crate::error::Error;
 
@@ -208,11 +208,7 @@ where
             observe::rejected(response.status(), "draining");
             return ResponseFuture::ready(response);
         }
-        let transport = if req.version() == http::Version::HTTP_2 {
-            "http2"
-        } else {
-            "http1"
-        };
+        let transport = observe::transport(req.version());
         let (response, upgrading) = match self.upgrader.upgrade(&mut req) {
             Ok(ok) => ok,
             Err(e) => {
@@ -223,27 +219,7 @@ where
             }
         };
         let protocol = upgrading.protocol().map(str::to_owned);
-        // One span per socket: where it came from and what it speaks
-        // (never a credential); sockeye-proto records how it closed on it
-        // when the socket ends.
-        let span = tracing::info_span!(
-            "websocket",
-            role = "server",
-            transport,
-            peer = tracing::field::Empty,
-            protocol = protocol.as_deref().unwrap_or(""),
-            extension = response
-                .headers()
-                .get(http::header::SEC_WEBSOCKET_EXTENSIONS)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or(""),
-            close_code = tracing::field::Empty,
-            close_initiator = tracing::field::Empty,
-        );
-        #[cfg(feature = "serve")]
-        if let Some(conn) = req.extensions().get::<crate::ConnectionHandle>() {
-            span.record("peer", tracing::field::display(conn.peer_addr()));
-        }
+        let span = observe::socket_span(transport, protocol.as_deref(), req.extensions());
         let (mut parts, _body) = req.into_parts();
         own_head(&mut parts);
         // What layers put in the extensions (a socket permit, say) lives as
@@ -412,52 +388,5 @@ mod tests {
         assert_eq!(parts.headers.get_all("cookie").iter().count(), 2);
         assert!(parts.headers[http::header::AUTHORIZATION].is_sensitive());
         assert_eq!(parts.uri, "/ws?room=a%20b");
-    }
-}
-
-/// The upgrade path through the `metrics` facade (feature `metrics`):
-/// `sockeye_handshake_rejections_total{status, reason}`,
-/// `sockeye_sockets_opened_total{role, transport}` and
-/// `sockeye_sockets_open{role}`.
-mod observe {
-    /// An upgrade answered with `status` instead of 101.
-    pub(super) fn rejected(status: http::StatusCode, reason: &'static str) {
-        #[cfg(feature = "metrics")]
-        metrics::counter!(
-            "sockeye_handshake_rejections_total",
-            "status" => status.as_str().to_owned(),
-            "reason" => reason
-        )
-        .increment(1);
-        #[cfg(not(feature = "metrics"))]
-        let _ = (status, reason);
-    }
-
-    /// A server socket, open while this lives.
-    pub(super) struct SocketOpen;
-
-    impl SocketOpen {
-        pub(super) fn new(transport: &'static str) -> Self {
-            #[cfg(feature = "metrics")]
-            {
-                metrics::counter!(
-                    "sockeye_sockets_opened_total",
-                    "role" => "server",
-                    "transport" => transport
-                )
-                .increment(1);
-                metrics::gauge!("sockeye_sockets_open", "role" => "server").increment(1.0);
-            }
-            #[cfg(not(feature = "metrics"))]
-            let _ = transport;
-            Self
-        }
-    }
-
-    impl Drop for SocketOpen {
-        fn drop(&mut self) {
-            #[cfg(feature = "metrics")]
-            metrics::gauge!("sockeye_sockets_open", "role" => "server").decrement(1.0);
-        }
     }
 }
