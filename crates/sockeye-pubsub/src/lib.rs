@@ -49,6 +49,7 @@ mod metrics;
 pub mod protocol;
 mod queue;
 mod session;
+mod sync;
 mod topic;
 mod transport;
 

@@ -6,12 +6,14 @@
 mod memory;
 #[cfg(feature = "nats")]
 mod nats;
+#[cfg(any(feature = "redis", feature = "nats"))]
+mod options;
 #[cfg(feature = "redis")]
 mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, RwLock, Weak};
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +25,7 @@ pub use self::redis::{RedisBroker, RedisBrokerBuilder, RedisMode};
 
 use crate::error::Error;
 use crate::protocol::StreamPosition;
+use crate::sync::{read, write};
 use crate::topic::{History, HistoryBudget};
 
 /// A boxed future, as the object-safe [`Broker`] trait returns.
@@ -205,5 +208,27 @@ pub(crate) fn new_epoch() -> String {
 pub(crate) fn notify(handler: &Option<Weak<dyn BrokerHandler>>, event: BrokerEvent) {
     if let Some(h) = handler.as_ref().and_then(Weak::upgrade) {
         h.on_event(event);
+    }
+}
+
+/// Where a broker's events go: the handler given to [`Broker::attach`], if
+/// any (and while it lives).
+#[derive(Default)]
+pub(crate) struct HandlerSlot(RwLock<Option<Weak<dyn BrokerHandler>>>);
+
+impl HandlerSlot {
+    /// Sets the handler ([`Broker::attach`]).
+    pub(crate) fn attach(&self, handler: Weak<dyn BrokerHandler>) {
+        *write(&self.0) = Some(handler);
+    }
+
+    /// The handler now, for [`notify`].
+    pub(crate) fn get(&self) -> Option<Weak<dyn BrokerHandler>> {
+        read(&self.0).clone()
+    }
+
+    /// Tells the handler, if there is one.
+    pub(crate) fn notify(&self, event: BrokerEvent) {
+        notify(&self.get(), event);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::hash::RandomState;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -203,7 +203,6 @@ impl HubBuilder {
             deflate: self.deflate,
             metrics: Arc::new(Metrics::default()),
             next_session: AtomicU64::new(1),
-            link_down: AtomicBool::new(false),
             sessions: Mutex::new(HashMap::new()),
             #[cfg(feature = "hyper")]
             extensions: Mutex::new(HashMap::new()),

@@ -4,11 +4,11 @@
 //! node missed meanwhile.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use super::{Inner, lock};
+use super::Inner;
 use crate::broker::{BrokerEvent, BrokerHandler, Member};
 use crate::protocol::{self, StreamPosition};
+use crate::sync::lock;
 
 impl Inner {
     /// After the broker link came back: fetch what this node missed on each
@@ -99,7 +99,6 @@ impl BrokerHandler for Inner {
             BrokerEvent::Join { topic, member } => self.presence_event(&topic, "join", &member),
             BrokerEvent::Leave { topic, member } => self.presence_event(&topic, "leave", &member),
             BrokerEvent::LinkDown => {
-                self.link_down.store(true, Ordering::Relaxed);
                 tracing::warn!("broker link down");
                 for shard in self.shards.iter() {
                     for (name, t) in lock(shard).iter() {
@@ -108,7 +107,6 @@ impl BrokerHandler for Inner {
                 }
             }
             BrokerEvent::LinkUp => {
-                self.link_down.store(false, Ordering::Relaxed);
                 tracing::info!("broker link up: recovering");
                 if let Some(me) = self.self_weak() {
                     tokio::spawn(async move {

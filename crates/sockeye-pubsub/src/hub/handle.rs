@@ -63,9 +63,7 @@ impl SessionHandle {
     /// authorizer; the namespace's limits apply). The socket gets a
     /// `subscribed` event with the stream position, then the pushes.
     pub async fn subscribe(&self, topic: &str) -> Result<(), Error> {
-        self.hub
-            .subscribe_session(&self.session, None, topic, None)
-            .await
+        self.hub.subscribe_session(&self.session, topic, None).await
     }
 
     /// Unsubscribes the socket from a topic and sends it an `unsubscribed`

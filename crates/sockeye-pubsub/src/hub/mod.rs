@@ -29,8 +29,8 @@ mod topics;
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::hash::RandomState;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -48,6 +48,7 @@ use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::protocol::StreamPosition;
 use crate::queue::QueueLimits;
 use crate::session::{Limits, RateLimit, Session};
+use crate::sync::lock;
 use crate::topic::{HistoryBudget, Namespace, topic_namespace};
 
 /// Topics and their subscribers on one node. Cheap to clone.
@@ -93,17 +94,12 @@ struct Inner {
     deflate: Option<sockeye_deflate::DeflateConfig>,
     metrics: Arc<Metrics>,
     next_session: AtomicU64,
-    link_down: AtomicBool,
     /// Every open session, for `close_all`.
     sessions: Mutex<HashMap<u64, Weak<Session>>>,
     /// What a transport keeps per hub, one value per type (see
     /// [`Hub::extension`]).
     #[cfg(feature = "hyper")]
     extensions: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Hub {

@@ -6,13 +6,14 @@
 use std::sync::Arc;
 
 use super::topics::{Pending, Sub, Topic};
-use super::{Hub, Inner, lock};
+use super::{Hub, Inner};
 use crate::authorizer::Action;
 use crate::broker::{HistoryState, Publication};
 use crate::error::{Error, ErrorCode};
 use crate::protocol::{self, StreamPosition, position_json};
 use crate::queue::PushTopic;
 use crate::session::Session;
+use crate::sync::lock;
 use crate::topic::Namespace;
 
 /// Who asked for a subscription.
@@ -30,7 +31,6 @@ impl Hub {
     pub(crate) async fn subscribe_session(
         &self,
         session: &Arc<Session>,
-        _id: Option<u64>,
         topic: &str,
         since: Option<StreamPosition>,
     ) -> Result<(), Error> {

@@ -10,11 +10,12 @@ use std::sync::{Arc, Mutex};
 
 use sockeye_proto::{Message, PreparedMessage};
 
-use super::{Inner, lock};
+use super::Inner;
 use crate::broker::Publication;
 use crate::protocol;
 use crate::queue::PushTopic;
 use crate::session::Session;
+use crate::sync::lock;
 use crate::topic::Namespace;
 
 pub(super) const SHARDS: usize = 16;

@@ -56,7 +56,7 @@ struct SseSessions(Mutex<HashMap<String, SseEntry>>);
 
 impl SseSessions {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, SseEntry>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.0)
     }
 
     fn insert(&self, token: String, entry: SseEntry) {

@@ -4,6 +4,7 @@
 
 pub mod nats;
 pub mod redis;
+pub mod server;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

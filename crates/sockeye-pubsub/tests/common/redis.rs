@@ -3,30 +3,32 @@
 //! and restarts. Without redis-server the tests fail and say how to get it.
 
 use std::net::TcpListener as StdListener;
+use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::server::{Probe, ServerProcess, find_binary, free_port};
+
 /// The redis-server binary: `SOCKEYE_REDIS_SERVER`, else from PATH.
 fn binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("SOCKEYE_REDIS_SERVER") {
-        return PathBuf::from(p);
-    }
-    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
-        let p = dir.join("redis-server");
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!(
+    find_binary(
+        "SOCKEYE_REDIS_SERVER",
+        "redis-server",
+        &[],
         "redis-server not found: these tests need a real Redis. Run `cargo xtask test` \
          (installs Debian's redis-server as root and starts one), install redis-server, \
-         or set SOCKEYE_REDIS_SERVER to its path"
-    );
+         or set SOCKEYE_REDIS_SERVER to its path",
+    )
 }
+
+/// Ready once it answers `PING`.
+const READY: Probe = Probe {
+    send: b"PING\r\n",
+    expect: b"+PONG",
+};
 
 /// A pseudo-random number below 10 000 (no rand crate needed).
 fn rand_port() -> u16 {
@@ -34,20 +36,11 @@ fn rand_port() -> u16 {
     (RandomState::new().hash_one(std::time::SystemTime::now()) % 10_000) as u16
 }
 
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A redis-server this test owns; killed on drop.
+/// A redis-server this test owns, in its own directory; killed on drop.
+/// `kill`, `restart`, `signal` and `port` are its [`ServerProcess`]'s.
 pub struct RedisServer {
-    pub port: u16,
+    process: ServerProcess,
     dir: PathBuf,
-    args: Vec<String>,
-    child: Option<Child>,
 }
 
 impl RedisServer {
@@ -104,50 +97,12 @@ impl RedisServer {
             String::new(),
         ];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let mut server = Self {
-            port,
-            dir,
-            args,
-            child: None,
-        };
-        server.restart().await;
-        server
+        let process = ServerProcess::start("redis-server", binary(), port, args, READY).await;
+        Self { process, dir }
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the process at once (SIGKILL: no shutdown save).
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts the process again on the same port and directory.
-    pub async fn restart(&mut self) {
-        self.kill();
-        let child = Command::new(binary())
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start redis-server: {e}"));
-        self.child = Some(child);
-        wait_ready(self.port).await;
-    }
-
-    /// Sends a signal to the process (`STOP`, `CONT`).
-    pub fn signal(&self, name: &str) {
-        let pid = self.child.as_ref().expect("redis-server is running").id();
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{name} {pid}");
     }
 
     /// Runs one command (inline protocol) and returns the raw reply.
@@ -156,9 +111,24 @@ impl RedisServer {
     }
 }
 
+impl Deref for RedisServer {
+    type Target = ServerProcess;
+
+    fn deref(&self) -> &ServerProcess {
+        &self.process
+    }
+}
+
+impl DerefMut for RedisServer {
+    fn deref_mut(&mut self) -> &mut ServerProcess {
+        &mut self.process
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        self.kill();
+        // The process first, then its directory.
+        self.process.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -174,26 +144,6 @@ pub async fn command(port: u16, line: &str) -> String {
         .unwrap()
         .unwrap();
     String::from_utf8_lossy(&buf[..n]).into_owned()
-}
-
-async fn wait_ready(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await {
-            let _ = s.write_all(b"PING\r\n").await;
-            let mut buf = [0u8; 64];
-            if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await
-                && buf[..n].starts_with(b"+PONG")
-            {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "redis-server on port {port} did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The shared server of `cargo xtask test`, or a private one.
