@@ -222,10 +222,12 @@ impl Queue {
         removed
     }
 
-    /// Sends one `lag` event for a topic with history (once until the
-    /// client subscribes again).
+    /// Sends one `lag` event for the topic (once until the client
+    /// subscribes again), with or without history: without it there is
+    /// nothing to recover, but the client still learns that it missed
+    /// publications instead of missing them silently.
     pub(crate) fn lag(&mut self, topic: PushTopic<'_>) {
-        if topic.history && self.lagged.insert(Arc::clone(topic.name)) {
+        if self.lagged.insert(Arc::clone(topic.name)) {
             let text = protocol::event(topic.name, "lag", "");
             if let Ok(message) = PreparedMessage::new(sockeye_proto::Message::text(text)) {
                 self.enqueue(Item {
@@ -332,7 +334,7 @@ mod tests {
     }
 
     #[test]
-    fn drop_newest_sends_one_lag_per_topic_with_history() {
+    fn drop_newest_sends_one_lag_per_topic_history_or_not() {
         let mut q = Queue::new(limits(1));
         let t: Arc<str> = Arc::from("a:b");
         let plain: Arc<str> = Arc::from("c:d");
@@ -343,7 +345,7 @@ mod tests {
         q.push(msg("1"), topic, SlowConsumer::DropNewest);
         assert_eq!(q.push(msg("2"), topic, SlowConsumer::DropNewest).dropped, 1);
         assert_eq!(q.push(msg("3"), topic, SlowConsumer::DropNewest).dropped, 1);
-        // No history: dropped silently.
+        // No history: nothing to recover, but the client is told too.
         q.push(
             msg("4"),
             Some(PushTopic {
@@ -352,7 +354,14 @@ mod tests {
             }),
             SlowConsumer::DropNewest,
         );
-        assert_eq!(texts(&mut q), ["1", r#"{"topic":"a:b","event":"lag"}"#]);
+        assert_eq!(
+            texts(&mut q),
+            [
+                "1",
+                r#"{"topic":"a:b","event":"lag"}"#,
+                r#"{"topic":"c:d","event":"lag"}"#
+            ]
+        );
         // Still lagged until the client subscribes again.
         q.push(msg("5"), topic, SlowConsumer::DropNewest);
         q.push(msg("6"), topic, SlowConsumer::DropNewest);
@@ -380,13 +389,16 @@ mod tests {
         assert!(q.control(msg("reply")));
         q.push(msg("b1"), tb, SlowConsumer::DropOldest);
         assert_eq!(q.push(msg("a2"), ta, SlowConsumer::DropOldest).dropped, 1);
-        // The reply is never dropped and keeps its place.
-        assert_eq!(texts(&mut q), ["reply", "b1", "a2"]);
+        // The reply is never dropped and keeps its place; the client is
+        // told that a:x lost a publication.
+        let lag_a = r#"{"topic":"a:x","event":"lag"}"#;
+        assert_eq!(texts(&mut q), ["reply", "b1", "a2", lag_a]);
 
+        q.clear_lag("a:x");
         q.push(msg("a1"), ta, SlowConsumer::KeepLatest);
         q.push(msg("b1"), tb, SlowConsumer::KeepLatest);
         assert_eq!(q.push(msg("a2"), ta, SlowConsumer::KeepLatest).dropped, 1);
-        assert_eq!(texts(&mut q), ["b1", "a2"]);
+        assert_eq!(texts(&mut q), ["b1", "a2", lag_a]);
     }
 
     #[test]
@@ -407,8 +419,12 @@ mod tests {
                 .dropped,
             1
         );
-        assert_eq!(q.bytes(), 7);
-        // A push bigger than the whole limit is dropped.
+        // The push, and the `lag` event telling of the drop (29 bytes + 2).
+        assert_eq!(q.bytes(), 7 + 31);
+        assert_eq!(texts(&mut q).len(), 2);
+        q.push(msg("33333"), topic, SlowConsumer::DropOldest);
+        // A push bigger than the whole limit is dropped (the topic already
+        // lagged: no second event until the client subscribes again).
         let big = "x".repeat(20);
         assert_eq!(
             q.push(msg(&big), topic, SlowConsumer::DropOldest).dropped,

@@ -101,6 +101,8 @@ impl Events {
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..end + 2).collect();
+                // A CR would end a line for an event-stream reader.
+                assert!(!block.contains('\r'), "{block:?}");
                 let mut kind = "message".to_owned();
                 let mut data = String::new();
                 for line in block.lines() {
@@ -191,6 +193,17 @@ async fn sse_and_post_speak_the_same_protocol_as_websockets() {
     loop {
         let v = ws.recv().await;
         if v["data"]["text"] == "from sse" {
+            break;
+        }
+    }
+    // A lone CR in a client's data (legal JSON whitespace) reaches the
+    // event stream as a space, not as a line break.
+    ws.publish("chat:s", "{\"nick\":\"ann\",\"text\":\"cr\",\"n\":[1,\r2]}")
+        .await;
+    loop {
+        let v = events.line().await;
+        if v.get("data").is_some_and(|d| d["text"] == "cr") {
+            assert_eq!(v["data"]["n"][1], 2);
             break;
         }
     }

@@ -114,6 +114,13 @@ impl Inner {
         }
         self.authorize(session, topic, Action::Publish, Some(data))
             .await?;
+        if data.contains('\r') {
+            // A lone CR (the command line was split at LF) can only be
+            // whitespace between JSON tokens, but an event stream reads it
+            // as a line end and would cut the `data:` line: a space is the
+            // same JSON, byte for byte the same length.
+            return self.publish(topic, &data.replace('\r', " "), &ns).await;
+        }
         self.publish(topic, data, &ns).await
     }
 
