@@ -11,7 +11,7 @@
 //! | `sockeye_pubsub_sessions` | gauge | |
 //! | `sockeye_pubsub_history_evictions_total` | counter | `reason`: `budget`, `ttl`, `size` |
 //! | `sockeye_pubsub_history_bytes` | gauge | (memory broker) |
-//! | `sockeye_pubsub_broker_reconnects_total` | counter | `broker`: `redis` |
+//! | `sockeye_pubsub_broker_reconnects_total` | counter | `broker`: `redis`, `nats` |
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
