@@ -144,6 +144,15 @@ const DEFLATE_SERVERS: &[Server] = &[
         websocket: true,
         ours: true,
     },
+    // sockeye's raw path with libdeflate compressing instead of its own
+    // level-1 encoder (the maintained-library comparison, end to end).
+    Server {
+        name: "sockeye (raw, libdeflate encoder)",
+        program: "peer_libdeflate",
+        args: &[],
+        websocket: true,
+        ours: true,
+    },
     Server {
         name: "yawc",
         program: "peer_yawc",
