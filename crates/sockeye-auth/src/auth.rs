@@ -126,6 +126,12 @@ impl<V: Validator> AuthLayer<V> {
 
     /// A query parameter. Off unless added: URLs end up in proxy and server
     /// logs; use short-lived single-use tokens. sockeye's own logs redact it.
+    ///
+    /// The first `name=value` pair whose name is `name` as written (not
+    /// decoded) is used; its value is decoded as a form field
+    /// (`application/x-www-form-urlencoded`, what `URLSearchParams` writes):
+    /// `+` is a space and `%` with two hex digits a byte (`%2B` is a plus);
+    /// any other `%` is kept as written. An empty value is no credential.
     #[must_use]
     pub fn query(self, name: impl Into<String>) -> Self {
         self.with(Carrier::Query(name.into()))

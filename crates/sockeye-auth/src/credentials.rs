@@ -193,29 +193,16 @@ fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
     name.eq_ignore_ascii_case(scheme).then(|| rest.trim())
 }
 
+/// A query parameter's value: `+` is a space, as in
+/// `application/x-www-form-urlencoded` (what browsers' `URLSearchParams`
+/// write; a literal plus is `%2B`), then `%` and two hex digits are a byte.
+/// A `%` not followed by two hex digits is kept as written; bytes that are
+/// not UTF-8 become U+FFFD.
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok());
-                if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    out.push(v);
-                    i += 3;
-                    continue;
-                }
-                out.push(b'%');
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// The request target with the values of `secret_params` replaced, for logs.
@@ -276,6 +263,36 @@ mod tests {
         assert_eq!(
             redacted_uri(&p.uri, &["token".to_owned()]),
             "/ws?room=1&token=***"
+        );
+    }
+
+    fn query_value(target: &str) -> Option<String> {
+        let mut p = parts(http::Request::get(target));
+        match Carrier::Query("token".into()).extract(&mut p)? {
+            Credentials::Query { value, .. } => Some(value.expose().to_owned()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// `u8::from_str_radix` takes a sign: `%+A` once decoded to a newline.
+    /// An escape is `%` and exactly two hex digits; any other `%` is kept
+    /// as written (and the `+` after it is a space, as everywhere).
+    #[test]
+    fn percent_escapes_are_two_hex_digits() {
+        assert_eq!(query_value("/ws?token=%+A").as_deref(), Some("% A"));
+        assert_eq!(query_value("/ws?token=%+a%+0").as_deref(), Some("% a% 0"));
+        assert_eq!(query_value("/ws?token=%2+A").as_deref(), Some("%2 A"));
+        assert_eq!(query_value("/ws?token=%zz%4").as_deref(), Some("%zz%4"));
+        assert_eq!(query_value("/ws?token=%4a%4A").as_deref(), Some("JJ"));
+        // `+` is a space (application/x-www-form-urlencoded); `%2B` a plus.
+        assert_eq!(query_value("/ws?token=a+b%2Bc").as_deref(), Some("a b+c"));
+        // Bytes that are not UTF-8 become U+FFFD.
+        assert_eq!(query_value("/ws?token=%FFx").as_deref(), Some("\u{FFFD}x"));
+        // The name is matched as written, not decoded; an empty value is none.
+        assert_eq!(query_value("/ws?tok%65n=a&token="), None);
+        assert_eq!(
+            redacted_uri(&"/ws?token=%+A&x=1".parse().unwrap(), &["token".to_owned()]),
+            "/ws?token=***&x=1"
         );
     }
 

@@ -16,8 +16,11 @@
 //!   subprotocol-carried token; 401 / 403 / 503; the [`Identity`] goes into
 //!   the request's extensions and on to the socket handler.
 //! - [`SocketLimitLayer`]: concurrent sockets per identity and per client IP
-//!   (429), trusting `Forwarded`/`X-Forwarded-For` only from configured
-//!   proxies.
+//!   (429). The client IP is taken from a header only when the peer is a
+//!   configured trusted proxy, and then from the one header those proxies
+//!   set ([`ForwardedHeader`]: `X-Forwarded-For` by default, or RFC 7239
+//!   `Forwarded`), walked from the right and stopped at the first hop that
+//!   is not a trusted proxy or does not parse.
 //!
 //! The layers guard both ways of opening a socket: the HTTP/1.1 upgrade
 //! (`Upgrade: websocket`) and HTTP/2's extended CONNECT (RFC 8441; any
@@ -25,8 +28,22 @@
 //! not among the headers).
 //!
 //! A rejection is an HTTP response, never an `Err`; decisions travel in
-//! `http::Extensions`. The crate depends on `http` and the tower traits, not
-//! on the WebSocket protocol crate.
+//! `http::Extensions`. The crate depends on `http`, the tower traits and
+//! sockeye-proto's sans-IO core (its upgrade test and `PeerAddr`), no
+//! runtime.
+//!
+//! ## Parsing untrusted headers
+//!
+//! Every header read here comes from the network, and each is parsed to a
+//! strict rule; what does not fit is refused, never guessed at:
+//!
+//! - `Origin` and `Host`: `scheme://host[:port]` and `host[:port]`, the
+//!   host a name (letters, digits, `-`, `.`, `_`), an IPv4 address or an
+//!   IPv6 address in brackets; the port digits. `a:b:80` is not a host
+//!   and port, and such an `Origin` gets 403.
+//! - A query-parameter credential is decoded as a form field: `+` is a
+//!   space, `%` and two hex digits a byte, any other `%` kept as written.
+//! - `X-Forwarded-For` / `Forwarded`: see [`SocketLimitLayer`].
 //!
 //! ```text
 //! hyper ─► OriginLayer ─► AuthLayer ─► SocketLimitLayer ─► DeflateLayer ─► UpgradeService
@@ -85,6 +102,7 @@
 
 mod auth;
 mod credentials;
+mod forwarded;
 mod identity;
 mod limit;
 mod observe;
@@ -93,6 +111,7 @@ mod rejection;
 
 pub use auth::{Auth, AuthLayer, Validator, future};
 pub use credentials::{Credentials, Secret};
+pub use forwarded::ForwardedHeader;
 pub use identity::{Identity, Rejection};
 pub use limit::{ClientIp, PeerAddr, SocketLimit, SocketLimitLayer, SocketPermit};
 pub use origin::{InvalidOrigin, Origin, OriginCheck, OriginLayer, OriginPolicy};

@@ -3,15 +3,15 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
-use http::header::HeaderName;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::forwarded::{ForwardedHeader, client_ip};
 use crate::identity::Identity;
 use crate::rejection::{Reject, is_upgrade};
 
@@ -25,9 +25,34 @@ pub struct ClientIp(pub IpAddr);
 /// [`AuthLayer`](crate::AuthLayer) in front) and per client IP: over a cap
 /// the request gets 429 before the upgrade.
 ///
-/// The client IP is the [`PeerAddr`]; only when that peer is a configured
-/// trusted proxy is it taken from `Forwarded` (`for=`) or `X-Forwarded-For`
-/// (the right-most address that is not itself a trusted proxy).
+/// ## The client IP
+///
+/// The client IP is the [`PeerAddr`]. Only when that peer is one of the
+/// [`trusted_proxies`](Self::trusted_proxies) is it taken from the one
+/// header those proxies set, chosen with
+/// [`forwarded_header`](Self::forwarded_header): `X-Forwarded-For` (the
+/// default) or `Forwarded` (RFC 7239, its `for=` parameter). The other
+/// header is ignored, since a proxy passes on whatever the client sent in
+/// it.
+///
+/// The header's hops (every line, in order, each a comma-separated list)
+/// are walked from the right, the hop the peer added first:
+///
+/// - a trusted proxy: the walk goes on to the hop on its left;
+/// - any other address: that is the client;
+/// - a hop that does not parse (`for=unknown`, an obfuscated `for=_hidden`,
+///   an element without `for=`, garbage): the walk stops and the client is
+///   the last address known, the nearest trusted proxy. Hops further left
+///   were written by the client, so a client sending garbage is counted
+///   with its proxy, never under an address of its choosing.
+///
+/// If every hop is a trusted proxy, the left-most is the client; without
+/// the header, the peer. A hop is an IPv4 address or an IPv6 address,
+/// bare or in brackets, either with an optional `:port` (`Forwarded`'s
+/// obfuscated ports `:_x` too); `Forwarded` values may be quoted
+/// (`for="[2001:db8::1]:4711"`), and its quoted strings may hold commas
+/// and semicolons. An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`) is
+/// trusted as its IPv4 address.
 ///
 /// Each admitted request carries a [`SocketPermit`] in its extensions; the
 /// count is released when the last clone of the permit is dropped. The
@@ -36,11 +61,12 @@ pub struct ClientIp(pub IpAddr);
 /// the socket.
 ///
 /// ```
-/// use sockeye_auth::SocketLimitLayer;
+/// use sockeye_auth::{ForwardedHeader, SocketLimitLayer};
 /// let limits = SocketLimitLayer::new()
 ///     .per_identity(5)
 ///     .per_ip(50)
-///     .trusted_proxies(["10.0.0.1".parse().unwrap()]);
+///     .trusted_proxies(["10.0.0.1".parse().unwrap()])
+///     .forwarded_header(ForwardedHeader::XForwardedFor);
 /// # drop(limits);
 /// ```
 #[derive(Clone, Debug, Default)]
@@ -53,6 +79,7 @@ struct LimitState {
     per_identity: Option<usize>,
     per_ip: Option<usize>,
     trusted: Vec<IpAddr>,
+    header: ForwardedHeader,
     counts: Mutex<Counts>,
 }
 
@@ -69,6 +96,7 @@ impl fmt::Debug for LimitState {
             .field("per_identity", &self.per_identity)
             .field("per_ip", &self.per_ip)
             .field("trusted_proxies", &self.trusted)
+            .field("forwarded_header", &self.header)
             .field("identities", &counts.identities.len())
             .field("ips", &counts.ips.len())
             .finish()
@@ -96,6 +124,7 @@ impl SocketLimitLayer {
                 per_identity: self.state.per_identity,
                 per_ip: self.state.per_ip,
                 trusted: self.state.trusted.clone(),
+                header: self.state.header,
                 counts: Mutex::default(),
             };
             f(&mut fresh);
@@ -116,11 +145,34 @@ impl SocketLimitLayer {
         self.map(|s| s.per_ip = Some(n))
     }
 
-    /// Proxies whose `Forwarded` / `X-Forwarded-For` headers are believed.
+    /// Proxies whose [`forwarded_header`](Self::forwarded_header) is
+    /// believed, when one is the peer or a hop in that header. None by
+    /// default: the peer is the client.
     #[must_use]
     pub fn trusted_proxies<I: IntoIterator<Item = IpAddr>>(self, proxies: I) -> Self {
         let proxies: Vec<IpAddr> = proxies.into_iter().collect();
         self.map(|s| s.trusted = proxies)
+    }
+
+    /// The one header the [trusted proxies](Self::trusted_proxies) set:
+    /// [`ForwardedHeader::XForwardedFor`] (the default) or
+    /// [`ForwardedHeader::Forwarded`]. The other is ignored: a proxy that
+    /// only appends `X-Forwarded-For` passes a client's own `Forwarded`
+    /// through untouched, and believing it would let the client pick its
+    /// IP. See [the walk](Self#the-client-ip).
+    ///
+    /// ```
+    /// use sockeye_auth::{ForwardedHeader, SocketLimitLayer};
+    /// // Behind a proxy that writes `Forwarded: for=...` (RFC 7239).
+    /// let limits = SocketLimitLayer::new()
+    ///     .per_ip(50)
+    ///     .trusted_proxies(["10.0.0.1".parse().unwrap()])
+    ///     .forwarded_header(ForwardedHeader::Forwarded);
+    /// # drop(limits);
+    /// ```
+    #[must_use]
+    pub fn forwarded_header(self, header: ForwardedHeader) -> Self {
+        self.map(|s| s.header = header)
     }
 
     /// Open sockets counted for `ip`.
@@ -137,57 +189,6 @@ impl SocketLimitLayer {
             .copied()
             .unwrap_or(0)
     }
-}
-
-/// The client IP: the peer, or what a trusted proxy says.
-pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
-    if !trusted.contains(&peer) {
-        return peer;
-    }
-    // Forwarded: for=...; the right-most untrusted hop is the client.
-    let forwarded: Vec<IpAddr> = headers
-        .get_all(http::header::FORWARDED)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|element| {
-            element.split(';').find_map(|pair| {
-                let (k, v) = pair.trim().split_once('=')?;
-                k.trim()
-                    .eq_ignore_ascii_case("for")
-                    .then(|| parse_node(v))?
-            })
-        })
-        .collect();
-    let chain = if forwarded.is_empty() {
-        headers
-            .get_all(HeaderName::from_static("x-forwarded-for"))
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(parse_node)
-            .collect()
-    } else {
-        forwarded
-    };
-    chain
-        .into_iter()
-        .rev()
-        .find(|ip| !trusted.contains(ip))
-        .unwrap_or(peer)
-}
-
-/// An address from `Forwarded` (`"[2001:db8::1]:4711"`, `192.0.2.43`) or
-/// `X-Forwarded-For`.
-fn parse_node(s: &str) -> Option<IpAddr> {
-    let s = s.trim().trim_matches('"');
-    if let Some(rest) = s.strip_prefix('[') {
-        return rest.split(']').next()?.parse().ok();
-    }
-    if let Ok(ip) = s.parse() {
-        return Some(ip);
-    }
-    s.parse::<SocketAddr>().ok().map(|a| a.ip())
 }
 
 /// A held place under the caps. Clones share it; the last drop releases.
@@ -313,10 +314,14 @@ where
         if !is_upgrade(&req) {
             return Reject::pass(self.inner.call(req));
         }
-        let ip = req
-            .extensions()
-            .get::<PeerAddr>()
-            .map(|p| client_ip(p.0.ip(), req.headers(), &self.state.trusted));
+        let ip = req.extensions().get::<PeerAddr>().map(|p| {
+            client_ip(
+                p.0.ip(),
+                req.headers(),
+                &self.state.trusted,
+                self.state.header,
+            )
+        });
         let identity = req.extensions().get::<Identity>();
         match self.state.admit(identity, ip) {
             Some(permit) => {
@@ -345,28 +350,12 @@ mod tests {
     }
 
     #[test]
-    fn client_ip_trusts_only_configured_proxies() {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "203.0.113.7, 10.0.0.2".parse().unwrap());
-        let trusted = [ip("10.0.0.1"), ip("10.0.0.2")];
-        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("203.0.113.7"));
-        // An untrusted peer's headers are ignored.
+    fn the_forwarded_header_is_chosen_on_the_layer() {
+        let layer = SocketLimitLayer::new().forwarded_header(ForwardedHeader::Forwarded);
+        assert_eq!(layer.state.header, ForwardedHeader::Forwarded);
         assert_eq!(
-            client_ip(ip("198.51.100.1"), &h, &trusted),
-            ip("198.51.100.1")
-        );
-        let mut h = HeaderMap::new();
-        h.insert(
-            "forwarded",
-            "for=192.0.2.60;proto=https, for=\"[2001:db8::1]:4711\""
-                .parse()
-                .unwrap(),
-        );
-        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("2001:db8::1"));
-        // A proxy that says nothing: the peer itself.
-        assert_eq!(
-            client_ip(ip("10.0.0.1"), &HeaderMap::new(), &trusted),
-            ip("10.0.0.1")
+            SocketLimitLayer::new().state.header,
+            ForwardedHeader::XForwardedFor
         );
     }
 

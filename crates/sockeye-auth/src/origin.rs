@@ -1,8 +1,10 @@
 //! Origin policy (RFC 6455 §10.2, RFC 6454): which pages may open a socket.
 //!
 //! Origins are compared as whole tuples (scheme, host, port) after
-//! normalisation: ASCII case folded, default ports made explicit, `ws`
-//! treated as `http` and `wss` as `https`. A pattern may only widen the
+//! normalisation: ASCII case folded, default ports made explicit, IPv6
+//! addresses in their canonical form, `ws` treated as `http` and `wss` as
+//! `https`. A host is a name, an IPv4 address or a bracketed IPv6 address;
+//! anything else (`a:b:80`, `[not-v6]`) does not parse. A pattern may only widen the
 //! host with an explicit leading `*.` on a label boundary; nothing is ever
 //! matched as a substring or a suffix of a string.
 
@@ -27,7 +29,9 @@ pub struct Origin {
 
 impl Origin {
     /// Parses `scheme://host[:port]` (no path, no user info). `ws` and `wss`
-    /// become `http` and `https`; `null` and anything else fail.
+    /// become `http` and `https`; `null` and anything else fail. The host
+    /// is a name (ASCII letters, digits, `-`, `.`, `_`), an IPv4 address or
+    /// an IPv6 address in brackets; the port, if written, digits.
     ///
     /// ```
     /// use sockeye_auth::Origin;
@@ -62,7 +66,7 @@ impl Origin {
         self.scheme
     }
 
-    /// The host, lowercased (IPv6 without brackets).
+    /// The host, lowercased (IPv6 without brackets, in canonical form).
     pub fn host(&self) -> &str {
         &self.host
     }
@@ -92,34 +96,41 @@ impl fmt::Display for Origin {
     }
 }
 
-/// `host[:port]` or `[v6][:port]`, lowercased; the port must be numeric.
+/// `host[:port]`: the host a name (letters, digits, `-`, `.`, `_`;
+/// lowercased), which covers IPv4 addresses, or an IPv6 address in
+/// brackets (stored without them, in its canonical text form); the port,
+/// when there is a `:`, one or more digits. Anything else, such as a
+/// second `:` outside brackets (`a:b:80`), fails.
 fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
-        match after.strip_prefix(':') {
-            Some(p) => (host, Some(p)),
-            None if after.is_empty() => (host, None),
+        let (v6, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
             None => return None,
-        }
+        };
+        let v6: std::net::Ipv6Addr = v6.parse().ok()?;
+        (v6.to_string(), port)
     } else {
-        match s.rsplit_once(':') {
+        let (name, port) = match s.split_once(':') {
             Some((h, p)) => (h, Some(p)),
             None => (s, None),
+        };
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+        if !valid {
+            return None;
         }
+        (name.to_ascii_lowercase(), port)
     };
-    let valid_host = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
-    if !valid_host {
-        return None;
-    }
     let port = match port {
         Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => Some(p.parse().ok()?),
         Some(_) => return None,
         None => None,
     };
-    Some((host.to_ascii_lowercase(), port))
+    Some((host, port))
 }
 
 // ===== impl OriginPattern =====
@@ -567,5 +578,88 @@ where
                 Reject::refuse(StatusCode::FORBIDDEN, Vec::new())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_of(origin: &str) -> Option<String> {
+        Origin::parse(origin).map(|o| o.host().to_owned())
+    }
+
+    /// An unbracketed host took every `:` but the last: `a:b:80` was host
+    /// `a:b`. A host is a reg-name, an IPv4 address or a bracketed IPv6
+    /// address.
+    #[test]
+    fn hosts_are_names_ipv4_or_bracketed_ipv6() {
+        for bad in [
+            "http://a:b:80",
+            "http://a:b:",
+            "http://::1",
+            "http://::1:80",
+            "http://2001:db8::1",
+            "http://[not-v6]",
+            "http://[1.2.3.4]",
+            "http://[::1",
+            "http://::1]",
+            "http://[::1]x",
+            "http://[::1]:",
+            "http://[]:80",
+            "http://[fe80::1%25eth0]",
+            "http://a[b]",
+            "http://a:80:80",
+            "http://:80",
+            "http://a:+80",
+            "http://a:65536",
+        ] {
+            assert_eq!(host_of(bad), None, "{bad}");
+        }
+        for (good, host) in [
+            ("http://Example.COM:8080", "example.com"),
+            ("http://my_host-1.test", "my_host-1.test"),
+            ("http://192.0.2.1:80", "192.0.2.1"),
+            ("http://[::1]:8080", "::1"),
+            ("http://[2001:DB8::1]", "2001:db8::1"),
+            ("http://[0:0:0:0:0:0:0:1]", "::1"),
+        ] {
+            assert_eq!(host_of(good).as_deref(), Some(host), "{good}");
+        }
+        assert_eq!(
+            Origin::parse("https://[2001:db8::1]:8443")
+                .unwrap()
+                .to_string(),
+            "https://[2001:db8::1]:8443"
+        );
+        // The same rule for `Host` and for the allowed hosts.
+        assert!(split_host_port("a:b:80").is_none());
+        assert!(split_host_port("[::1]:80").is_some());
+        assert!(
+            OriginLayer::new(OriginPolicy::any())
+                .allow_hosts(["a:b:80"])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_colon_in_a_host_is_refused_by_the_check() {
+        let same = OriginLayer::new(OriginPolicy::same_origin());
+        let mut h = HeaderMap::new();
+        h.insert(HOST, "a:b:80".parse().unwrap());
+        h.insert(ORIGIN, "http://a:b:80".parse().unwrap());
+        assert_eq!(same.check(&h), Err("unparsable Origin"));
+        // A Host that is not host[:port] matches no origin.
+        h.insert(ORIGIN, "http://a".parse().unwrap());
+        h.insert(HOST, "a:".parse().unwrap());
+        assert_eq!(same.check(&h), Err("Origin not allowed"));
+        h.insert(HOST, "[::1]:80".parse().unwrap());
+        h.insert(ORIGIN, "http://[0::1]".parse().unwrap());
+        assert!(same.check(&h).is_ok());
+        let local = OriginLayer::new(OriginPolicy::any()).bound_to("[::1]:8080".parse().unwrap());
+        h.insert(HOST, "[0:0::1]:8080".parse().unwrap());
+        assert!(local.check(&h).is_ok());
+        h.insert(HOST, "::1:8080".parse().unwrap());
+        assert_eq!(local.check(&h), Err("Host not allowed"));
     }
 }

@@ -6,25 +6,29 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::header::{HeaderName, HeaderValue, SEC_WEBSOCKET_VERSION, UPGRADE};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::header::{HeaderName, HeaderValue, UPGRADE};
+use http::{Request, Response, StatusCode, Version};
+use sockeye_proto::handshake::server::is_websocket_request;
 
-/// Whether the request asks for a WebSocket: over HTTP/1.x, `Upgrade` lists
-/// `websocket` as a token; over HTTP/2 (RFC 8441), a `CONNECT` carrying
+/// Whether the request asks for a WebSocket: the handshake's own test
+/// ([`is_websocket_request`]): over HTTP/1.x, `Upgrade` lists `websocket`
+/// as a token; over HTTP/2 (RFC 8441), a `CONNECT` carrying
 /// `Sec-WebSocket-Version`. The `:protocol` pseudo-header is not visible
 /// here, so every such CONNECT is guarded: the upgrade itself then checks
 /// that it asks for `websocket`.
+///
+/// An HTTP/1.x `Upgrade` line that is not visible ASCII makes the
+/// handshake's test say no (and sockeye's upgrade refuse the request), but
+/// an upgrade service that reads only the first line might still upgrade:
+/// such a request is guarded too, failing closed.
 pub(crate) fn is_upgrade<B>(req: &Request<B>) -> bool {
-    if req.version() >= Version::HTTP_2 {
-        return req.method() == Method::CONNECT
-            && req.headers().contains_key(SEC_WEBSOCKET_VERSION);
-    }
-    req.headers().get_all(UPGRADE).iter().any(|v| {
-        v.to_str().is_ok_and(|s| {
-            s.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
-        })
-    })
+    is_websocket_request(req.method(), req.version(), req.headers())
+        || (req.version() < Version::HTTP_2
+            && req
+                .headers()
+                .get_all(UPGRADE)
+                .iter()
+                .any(|v| v.to_str().is_err()))
 }
 
 /// A rejection response: the status, headers, and an empty body (the
@@ -97,5 +101,69 @@ where
                 .take()
                 .unwrap_or_else(|| self::response(StatusCode::INTERNAL_SERVER_ERROR, Vec::new())))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::SEC_WEBSOCKET_VERSION;
+
+    fn request(build: http::request::Builder) -> Request<()> {
+        build.body(()).unwrap()
+    }
+
+    #[test]
+    fn upgrades_are_recognised_in_both_handshakes() {
+        let ws = || request(Request::get("/").header(UPGRADE, "h2c, WebSocket"));
+        assert!(is_upgrade(&ws()));
+        let lines = request(
+            Request::get("/")
+                .header(UPGRADE, "h2c")
+                .header(UPGRADE, "websocket"),
+        );
+        assert!(is_upgrade(&lines));
+        // Plain requests and other upgrades pass the layers unchecked.
+        assert!(!is_upgrade(&request(Request::get("/"))));
+        assert!(!is_upgrade(&request(
+            Request::get("/").header(UPGRADE, "h2c")
+        )));
+        assert!(!is_upgrade(&request(
+            Request::get("/").header(UPGRADE, "websockets")
+        )));
+        // HTTP/2: a CONNECT with Sec-WebSocket-Version (RFC 8441); Upgrade
+        // means nothing there.
+        let connect = request(
+            Request::connect("https://h/")
+                .version(Version::HTTP_2)
+                .header(SEC_WEBSOCKET_VERSION, "13"),
+        );
+        assert!(is_upgrade(&connect));
+        let tunnel = request(Request::connect("https://h/").version(Version::HTTP_2));
+        assert!(!is_upgrade(&tunnel));
+        let h2_get = request(
+            Request::get("/")
+                .version(Version::HTTP_2)
+                .header(UPGRADE, "websocket")
+                .header(SEC_WEBSOCKET_VERSION, "13"),
+        );
+        assert!(!is_upgrade(&h2_get));
+    }
+
+    /// The handshake's own check refuses an `Upgrade` line that is not
+    /// visible ASCII; another upgrade service may read only the first
+    /// line. Such a request is checked, never waved through.
+    #[test]
+    fn an_unreadable_upgrade_line_is_checked() {
+        let garbled = HeaderValue::from_bytes(b"\xffwebsocket").unwrap();
+        let both = request(
+            Request::get("/")
+                .header(UPGRADE, "websocket")
+                .header(UPGRADE, garbled.clone()),
+        );
+        assert!(is_upgrade(&both));
+        assert!(is_upgrade(&request(
+            Request::get("/").header(UPGRADE, garbled)
+        )));
     }
 }

@@ -445,6 +445,21 @@ async fn per_ip_cap_trusts_forwarded_only_from_trusted_proxies() {
         "same client IP over the cap"
     );
     assert_eq!(limits.open_for_ip("203.0.113.9".parse().unwrap()), 1);
+    // The proxies set X-Forwarded-For (the default): a `Forwarded` header
+    // is the client's own, ignored, and the proxy's address counts.
+    let spoofed = |client: &'static str| async move {
+        ClientBuilder::new(format!("ws://{addr}/ws"))
+            .header("Forwarded", client)
+            .no_proxy()
+            .connect()
+            .await
+    };
+    let (_d, _) = spoofed("for=203.0.113.11").await.unwrap();
+    assert!(
+        spoofed("for=203.0.113.12").await.is_err(),
+        "both count as the proxy"
+    );
+    assert_eq!(limits.open_for_ip("127.0.0.1".parse().unwrap()), 1);
 
     // An untrusted peer's header is ignored: its own address counts.
     let strict = SocketLimitLayer::new().per_ip(1);

@@ -235,25 +235,13 @@ fn split_host_port(s: &str, default_port: u16) -> Option<(String, u16)> {
     (!host.is_empty()).then_some((host, port))
 }
 
+/// User info as RFC 3986 writes it: `%` and two hex digits are a byte
+/// (`+` is a plus, no form encoding); a `%` not followed by two hex digits
+/// is kept as written; bytes that are not UTF-8 become U+FFFD.
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok());
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Whether `NO_PROXY` excludes `host:port`. Entries are separated by commas
@@ -339,6 +327,21 @@ mod tests {
         assert!(Proxy::parse("http://:80").is_err());
         assert!(!format!("{p:?}").contains("p:w"));
         assert!(!p.to_string().contains('u'));
+    }
+
+    /// `u8::from_str_radix` takes a sign: `%+A` once decoded to a newline.
+    /// An escape is `%` and two hex digits; anything else stays as written,
+    /// and `+` is a plus (user info is not form-encoded).
+    #[test]
+    fn userinfo_percent_escapes_are_two_hex_digits() {
+        let auth = |url: &str| {
+            let encoded = Proxy::parse(url).unwrap().auth.unwrap();
+            String::from_utf8(STANDARD.decode(encoded).unwrap()).unwrap()
+        };
+        assert_eq!(auth("http://u%+A:%+a@proxy:8080"), "u%+A:%+a");
+        assert_eq!(auth("http://u+1:p%zz%4@proxy"), "u+1:p%zz%4");
+        assert_eq!(auth("http://%75:p%40%3a@proxy"), "u:p@:");
+        assert_eq!(auth("http://u:%FF@proxy"), "u:\u{FFFD}");
     }
 
     /// Inputs the `proxy_connect_response` fuzz target once flagged: a 2xx
