@@ -1,7 +1,9 @@
 //! `cargo xtask bench`: the load benchmark (sockeye against its peers in one
 //! run, see `benches/examples/load/main.rs`), and with `--micro` the
 //! criterion micro-benchmarks. For the cross-node scenario it starts a
-//! throwaway redis-server and nats-server (installed when missing).
+//! throwaway redis-server and nats-server (installed when missing); for the
+//! fault scenario it installs them when missing (the load binary starts,
+//! kills and restarts its own).
 
 use std::io::Read as _;
 use std::net::TcpStream;
@@ -81,6 +83,18 @@ pub(crate) fn run_bench(args: &[String]) -> Result {
                 _brokers.push(guard);
             }
             Err(e) => println!("warning: no NATS for the cross-node benchmark: {e}"),
+        }
+    }
+    if wants_scenario(args, "faults") {
+        // The fault cases start, kill and restart brokers of their own.
+        for (binary, package) in [(REDIS_SERVER, "redis-server"), (NATS_SERVER, "nats-server")] {
+            if let Err(e) = ensure_binary(
+                binary,
+                &[package],
+                "the fault benchmark kills and restarts real broker servers",
+            ) {
+                println!("warning: no {package} for the fault benchmark: {e}");
+            }
         }
     }
     cmd.args(passthrough).current_dir(project_root());

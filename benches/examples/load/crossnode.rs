@@ -113,7 +113,7 @@ impl Broker {
 }
 
 /// The port of `scheme://[user[:pw]@]host[:port][/...]`.
-fn url_port(url: &str, default: u16) -> Option<u16> {
+pub(crate) fn url_port(url: &str, default: u16) -> Option<u16> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split('/').next()?;
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
@@ -140,7 +140,7 @@ fn listen_inodes(table: &str, port: u16) -> Vec<u64> {
 }
 
 /// The process listening on loopback `port` (through its socket's inode).
-fn pid_listening_on(port: u16) -> Option<u32> {
+pub(crate) fn pid_listening_on(port: u16) -> Option<u32> {
     let wanted: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
@@ -273,7 +273,7 @@ struct Measured {
     p99_us: f64,
 }
 
-fn ws_target(node: &Running) -> Target {
+pub(crate) fn ws_target(node: &Running) -> Target {
     Target {
         addr: node.addr.clone(),
         websocket: true,

@@ -22,9 +22,14 @@
 //! from `--redis-url` / `--nats-url`, which `cargo xtask bench` starts).
 //! WebSockets over HTTP/2 (`http2`: sockeye's sockets as RFC 8441 streams
 //! of one connection, of ten, of one each, beside its HTTP/1.1 path; no
-//! peer serves RFC 8441, see `http2.rs`).
+//! peer serves RFC 8441, see `http2.rs`). Broker and node faults (`faults`:
+//! Redis killed and restarted with and without persistence, Redis paused,
+//! node B killed and restarted, node B paused, NATS killed and paused, on
+//! brokers started for it; per publication and subscriber: delivered in
+//! order, recovered, told, or silently missing, see `faults.rs`).
 //! Scenario keys for `--scenarios`: `text20`, `bin1k`, `bin64k`, `bin1m`,
-//! `deflate`, `memory`, `latency`, `fanout`, `crossnode`, `http2` (default: all). A raw TCP
+//! `deflate`, `memory`, `latency`, `fanout`, `crossnode`, `http2`, `faults`
+//! (default: all). A raw TCP
 //! echo of the same bytes is the physical ceiling. The generator sends
 //! pre-masked frames and only parses frame headers, so it costs far less
 //! than any server (the TCP row shows its own ceiling).
@@ -40,6 +45,7 @@ use std::time::{Duration, Instant};
 
 mod crossnode;
 mod fanout;
+mod faults;
 mod http2;
 
 use sockeye_benches::json_payload;
@@ -206,14 +212,25 @@ fn launch(
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let addr = format!("127.0.0.1:{port}");
+    launch_at(name, program, pre, args, env, &format!("127.0.0.1:{port}"))
+}
+
+/// [`launch`] on a given address (a node restarted on its port).
+fn launch_at(
+    name: &str,
+    program: &Path,
+    pre: &[&str],
+    args: &[&str],
+    env: &[(&str, &Path)],
+    addr: &str,
+) -> Result<Running, BoxError> {
     let mut child = Command::new("taskset")
         .arg("-c")
         .arg("0")
         .arg(program)
         .args(pre)
         .arg("--addr")
-        .arg(&addr)
+        .arg(addr)
         .args(args)
         .envs(env.iter().map(|(k, v)| (*k, *v)))
         .stdout(Stdio::piped())
@@ -228,7 +245,10 @@ fn launch(
         let _ = child.wait();
         return Err(format!("{name} did not start: {line:?}").into());
     }
-    Ok(Running { child, addr })
+    Ok(Running {
+        child,
+        addr: addr.to_owned(),
+    })
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -699,7 +719,9 @@ struct Options {
     /// peak and half the lowest peer's 1 KiB peak, so runs with different
     /// server sets compare.
     latency_rate: Option<f64>,
-    /// The Redis and NATS servers of the cross-node scenario.
+    /// The Redis and NATS servers of the cross-node scenario (and of the
+    /// fault cases that need no restart, when redis-server / nats-server
+    /// are not installed).
     redis_url: Option<String>,
     nats_url: Option<String>,
 }
@@ -1087,6 +1109,11 @@ async fn run(options: &Options) -> Result<String, BoxError> {
                 options.nats_url.as_deref(),
             )
             .await,
+        );
+    }
+    if wants("faults") {
+        tables.extend(
+            faults::tables(options.redis_url.as_deref(), options.nats_url.as_deref()).await,
         );
     }
     Ok(render(&rows, &tables, options.quick))
