@@ -271,6 +271,66 @@ async fn redis_restarted_empty_reports_the_loss_and_resumes() {
     assert_ne!(reply["ok"]["epoch"], epoch.as_str());
 }
 
+/// Redis comes back empty and takes publications from another node before
+/// this one has reconnected (its backoff is longer): the old epoch's gap
+/// is reported (`lag`, `link_up` without recovery), and what the new
+/// epoch already holds is delivered, from its start, in order.
+#[tokio::test]
+async fn publications_a_recreated_stream_took_before_the_node_was_back_are_delivered() {
+    let mut redis = RedisServer::start().await;
+    let p = prefix("recreated");
+    let a = hub(&[redis.url()], &p, RedisMode::Standalone).await;
+    let slow = RedisBroker::builder(redis.url().as_str())
+        .prefix(&p)
+        .backoff(Duration::from_millis(1500), Duration::from_secs(2))
+        .connect()
+        .await
+        .unwrap();
+    let b = Hub::builder()
+        .namespace(
+            "chat",
+            Namespace::new()
+                .client_publish(true)
+                .history(1000, Duration::from_secs(60)),
+        )
+        .broker(slow)
+        .build();
+    let sb = Server::start(&b).await;
+    let mut c = Client::connect(&sb.url()).await;
+    c.subscribe("chat:r").await;
+    publish_range(&a, 1..=3).await;
+    assert_eq!(pushes(&mut c, "chat:r", 3).await.len(), 3);
+
+    redis.kill();
+    redis.restart().await;
+    // Node A is back first and publishes into the new, empty stream.
+    publish_range(&a, 101..=105).await;
+
+    let mut seen = Vec::new();
+    let mut data = Vec::new();
+    loop {
+        let v = c.recv().await;
+        if let Some(e) = v["event"].as_str() {
+            seen.push(e.to_owned());
+            if e == "link_up" {
+                assert_eq!(v["recovered"], false, "{v}");
+                break;
+            }
+        } else if v.get("data").is_some() {
+            seen.push("data".to_owned());
+            data.push((
+                v["offset"].as_u64().unwrap(),
+                v["data"]["i"].as_u64().unwrap(),
+            ));
+        }
+    }
+    assert_eq!(data, (1..=5).map(|o| (o, 100 + o)).collect::<Vec<_>>());
+    // The gap is reported before what follows it.
+    let lag = seen.iter().position(|e| e == "lag").unwrap();
+    let first = seen.iter().position(|e| e == "data").unwrap();
+    assert!(lag < first, "{seen:?}");
+}
+
 #[tokio::test]
 async fn redis_paused_for_two_seconds_mid_stream_loses_nothing() {
     let redis = RedisServer::start().await;

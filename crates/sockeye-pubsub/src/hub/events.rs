@@ -29,6 +29,28 @@ impl Inner {
                 epoch: epoch.to_string(),
             });
             let fetched = self.broker.history(&name, since.as_ref(), history).await;
+            // The stream was recreated meanwhile (a broker restarted
+            // without persistence): what this node missed of the old epoch
+            // is lost, but what the new one holds already (publications
+            // acknowledged before this node was back) still reaches the
+            // subscribers, from its start.
+            let fresh = match (&fetched, &since) {
+                (Ok(state), Some(since)) if state.epoch != since.epoch && state.top > 0 => {
+                    let start = StreamPosition {
+                        offset: 0,
+                        epoch: state.epoch.clone(),
+                    };
+                    match self.broker.history(&name, Some(&start), history).await {
+                        Ok(fresh) if fresh.epoch == state.epoch => fresh.publications,
+                        Ok(_) => Vec::new(),
+                        Err(e) => {
+                            tracing::warn!(topic = &*name, error = %e, "reading the new epoch after a broker outage failed");
+                            Vec::new()
+                        }
+                    }
+                }
+                _ => Vec::new(),
+            };
             let mut shard = lock(self.shard(&name));
             let Some(topic) = shard.get_mut(&name) else {
                 continue;
@@ -42,19 +64,28 @@ impl Inner {
                     true
                 }
                 Ok(state) => {
-                    topic.last = Some((Arc::from(state.epoch.as_str()), state.top));
+                    // Subscribers learn of the gap before what follows it.
+                    for sub in topic.subs.values() {
+                        sub.session.lag(&name, true);
+                    }
+                    if fresh.is_empty() {
+                        topic.last = Some((Arc::from(state.epoch.as_str()), state.top));
+                    } else {
+                        topic.last = Some((Arc::from(state.epoch.as_str()), 0));
+                        for p in &fresh {
+                            self.dispatch(&name, topic, p);
+                        }
+                    }
                     false
                 }
                 Err(e) => {
                     tracing::warn!(topic = &*name, error = %e, "recovery after a broker outage failed");
+                    for sub in topic.subs.values() {
+                        sub.session.lag(&name, true);
+                    }
                     false
                 }
             };
-            if !recovered {
-                for sub in topic.subs.values() {
-                    sub.session.lag(&name, true);
-                }
-            }
             for p in &buffered {
                 self.dispatch(&name, topic, p);
             }
