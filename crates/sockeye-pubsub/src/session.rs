@@ -166,7 +166,10 @@ impl Session {
         let freed = state.queue.clear();
         let closer = state.closer.take();
         drop(state);
-        if let Some(closer) = closer {
+        // An unsendable code (1006: the transport failed under the writer)
+        // asks for no close frame: the socket ends as it is, and is counted
+        // as closed without one, not as a normal close of ours.
+        if let Some(closer) = closer.filter(|_| code.is_sendable()) {
             closer.close(code, reason);
         }
         self.metrics.queued(-(freed as i64));
@@ -360,5 +363,39 @@ impl Limits {
             );
             session.close(CloseCode::POLICY_VIOLATION, "too many bad requests");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session {
+        let member = Member {
+            id: "s-1".into(),
+            user: None,
+        };
+        Session::new(1, member, None, QueueLimits::default(), Arc::default())
+    }
+
+    #[tokio::test]
+    async fn a_failed_transport_sends_no_close_frame_a_decision_does() {
+        let (a, _b) = tokio::io::duplex(64);
+        let mut ws = sockeye_proto::WebSocket::from_raw_socket(
+            a,
+            sockeye_proto::Role::Server,
+            sockeye_proto::Config::default(),
+        );
+        let handle = ws.close_handle();
+        let failed = session();
+        failed.set_closer(handle.clone());
+        failed.close(CloseCode::ABNORMAL, "write failed");
+        assert!(failed.is_closed());
+        assert!(!handle.is_requested());
+
+        let decided = session();
+        decided.set_closer(ws.close_handle());
+        decided.close(CloseCode::POLICY_VIOLATION, "slow consumer");
+        assert!(handle.is_requested());
     }
 }
