@@ -234,3 +234,49 @@ async fn the_extractors_sockets_get_the_same_span() {
     assert_eq!(span["close_code"], "1000", "{span:?}");
     assert_eq!(span["close_initiator"], "remote");
 }
+
+/// The raw accept path: `Accepted::span` gives the socket's task the same
+/// span, and the socket records its close on it.
+#[tokio::test]
+async fn the_raw_paths_span_ends_with_the_close() {
+    use std::sync::Arc;
+    use tracing::Instrument;
+
+    let closed = Closed::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(closed.clone()));
+    let acceptor = Arc::new(
+        sockeye_proto::Acceptor::new().extension(Arc::new(sockeye_deflate::DeflateConfig::new())),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, peer) = listener.accept().await.unwrap();
+        let (mut ws, accepted) = acceptor.accept(tcp).await.unwrap();
+        let span = accepted.span(Some(peer));
+        async move { while ws.next().await.is_some() {} }
+            .instrument(span)
+            .await;
+    });
+
+    let (mut ws, _) = ClientBuilder::new(format!("ws://{addr}/"))
+        .no_proxy()
+        .deflate(sockeye_deflate::DeflateConfig::new())
+        .connect()
+        .await
+        .unwrap();
+    ws.close(CloseCode::from_u16_unchecked(4002), "raw")
+        .await
+        .unwrap();
+    while ws.next().await.is_some() {}
+    let span = closed.wait_for("websocket", 1).await;
+    assert_eq!(span["role"], "server");
+    assert_eq!(span["transport"], "raw");
+    assert!(span["peer"].starts_with("127.0.0.1:"), "{span:?}");
+    assert!(
+        span["extension"].starts_with("permessage-deflate"),
+        "{span:?}"
+    );
+    assert_eq!(span["close_code"], "4002", "{span:?}");
+    assert_eq!(span["close_initiator"], "remote");
+}

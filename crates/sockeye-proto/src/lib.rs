@@ -68,7 +68,8 @@
 //! `close_code` (as above, 1006 when no close frame went either way) and
 //! `close_initiator`, and records `close_code` and `close_initiator` on the
 //! current span if the span declares them (sockeye-hyper's per-socket
-//! `websocket` span does), so a span's close shows how its socket ended.
+//! `websocket` span does, and so does [`Accepted::span`] for the raw accept
+//! path), so a span's close shows how its socket ended.
 //! Errors are logged where they are decided, at `debug` (a peer's bad
 //! frame is the peer's problem, not the server's).
 //!

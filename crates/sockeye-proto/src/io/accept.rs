@@ -61,6 +61,49 @@ pub struct Accepted {
     pub request: http::request::Parts,
     /// The selected subprotocol.
     pub protocol: Option<String>,
+    /// The agreed extension, as answered in `Sec-WebSocket-Extensions`.
+    pub extension: Option<String>,
+}
+
+impl Accepted {
+    /// A `websocket` span for the socket's task, with the fields of
+    /// sockeye-hyper's (`role`, `transport` = `raw`, `peer`, `protocol`,
+    /// `extension`; never a credential) and room for `close_code` and
+    /// `close_initiator`, which the socket records on it when it ends. Run
+    /// the task in it with `tracing::Instrument`:
+    ///
+    /// ```no_run
+    /// use tracing::Instrument;
+    /// # async fn run(acceptor: sockeye_proto::Acceptor, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    /// let (tcp, peer) = listener.accept().await?;
+    /// tokio::spawn(async move {
+    ///     let Ok((mut ws, accepted)) = acceptor.accept(tcp).await else { return };
+    ///     let span = accepted.span(Some(peer));
+    ///     async move { while let Some(Ok(_)) = ws.recv().await {} }
+    ///         .instrument(span)
+    ///         .await;
+    /// });
+    /// # Ok(()) }
+    /// ```
+    pub fn span(&self, peer: Option<std::net::SocketAddr>) -> tracing::Span {
+        let span = tracing::info_span!(
+            "websocket",
+            role = "server",
+            transport = "raw",
+            peer = tracing::field::Empty,
+            protocol = self.protocol.as_deref().unwrap_or(""),
+            extension = tracing::field::Empty,
+            close_code = tracing::field::Empty,
+            close_initiator = tracing::field::Empty,
+        );
+        if let Some(peer) = peer {
+            span.record("peer", tracing::field::display(peer));
+        }
+        if let Some(extension) = &self.extension {
+            span.record("extension", extension.as_str());
+        }
+        span
+    }
 }
 
 impl Acceptor {
@@ -177,13 +220,13 @@ impl Acceptor {
             Err(e) => return Err(reject(io, e).await),
         };
         let mut conn = Connection::new(Role::Server, self.config.clone());
-        let ext_header = match negotiated {
-            Some((response, extension)) => {
-                conn.set_extension(extension);
-                HeaderValue::try_from(response.to_string()).ok()
-            }
-            None => None,
-        };
+        let agreed = negotiated.map(|(response, extension)| {
+            conn.set_extension(extension);
+            response.to_string()
+        });
+        let ext_header = agreed
+            .as_deref()
+            .and_then(|text| HeaderValue::try_from(text).ok());
         let response = upgrade.response(protocol.as_deref(), ext_header);
         let mut wire = Vec::with_capacity(256);
         http1::encode_response(&response.map(|()| ""), &mut wire);
@@ -192,6 +235,7 @@ impl Acceptor {
         let accepted = Accepted {
             request: parts,
             protocol,
+            extension: agreed,
         };
         Ok((conn, accepted, rest))
     }
