@@ -43,7 +43,6 @@ use sockeye_proto::{Acceptor, Config, Message};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
-use tracing::Instrument;
 
 /// Echo server: echoes every text and binary message (Autobahn and the
 /// load benchmark run against it).
@@ -214,7 +213,7 @@ async fn accept_raw(
 ) -> std::io::Result<()> {
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
-        let (tcp, peer) = tokio::select! {
+        let (tcp, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -233,14 +232,12 @@ async fn accept_raw(
             Some(tls) => drop(tokio::spawn(async move {
                 let deadline = config().handshake_timeout();
                 match tokio::time::timeout(deadline, tls.accept(tcp)).await {
-                    Ok(Ok(stream)) => echo_raw(&acceptor, stream, peer).await,
+                    Ok(Ok(stream)) => echo_raw(&acceptor, stream).await,
                     Ok(Err(e)) => eprintln!("TLS handshake failed: {e}"),
                     Err(_) => eprintln!("TLS handshake timed out"),
                 }
             })),
-            None => drop(tokio::spawn(
-                async move { echo_raw(&acceptor, tcp, peer).await },
-            )),
+            None => drop(tokio::spawn(async move { echo_raw(&acceptor, tcp).await })),
         }
     }
     eprintln!(
@@ -287,17 +284,15 @@ async fn echo_hyper(ws: WebSocket, handshake: Handshake) {
     echo(ws).await;
 }
 
-async fn echo_raw<S>(acceptor: &Acceptor, io: S, peer: std::net::SocketAddr)
+async fn echo_raw<S>(acceptor: &Acceptor, io: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     match acceptor.accept(io).await {
-        // The request head is not needed: dropped before echoing. The
-        // socket runs in the same `websocket` span as the hyper path's.
+        // The request head is not needed: dropped before echoing.
         Ok((ws, accepted)) => {
-            let span = accepted.span(Some(peer));
             drop(accepted);
-            echo(ws).instrument(span).await;
+            echo(ws).await;
         }
         Err(e) => eprintln!("handshake failed: {e}"),
     }
