@@ -36,9 +36,9 @@ impl Default for QueueLimits {
 
 pub(crate) struct Item {
     pub(crate) message: PreparedMessage,
-    /// The topic of a push and whether it keeps history (for keep-latest
-    /// and lag); `None` for control items and direct sends.
-    topic: Option<(Arc<str>, bool)>,
+    /// The topic of a push (for keep-latest and lag); `None` for control
+    /// items and direct sends.
+    topic: Option<Arc<str>>,
     control: bool,
 }
 
@@ -55,14 +55,6 @@ pub(crate) struct PushOutcome {
     pub(crate) dropped: u64,
     /// The queue is over its limits and the policy says disconnect.
     pub(crate) disconnect: bool,
-}
-
-/// A push's topic and whether that topic keeps history (a drop then sends
-/// one `lag` event).
-#[derive(Clone, Copy)]
-pub(crate) struct PushTopic<'a> {
-    pub(crate) name: &'a Arc<str>,
-    pub(crate) history: bool,
 }
 
 pub(crate) struct Queue {
@@ -136,12 +128,12 @@ impl Queue {
     pub(crate) fn push(
         &mut self,
         message: PreparedMessage,
-        topic: Option<PushTopic<'_>>,
+        topic: Option<&Arc<str>>,
         policy: SlowConsumer,
     ) -> PushOutcome {
         let item = Item {
             message,
-            topic: topic.map(|t| (Arc::clone(t.name), t.history)),
+            topic: topic.map(Arc::clone),
             control: false,
         };
         let bytes = item.bytes();
@@ -162,17 +154,16 @@ impl Queue {
                 }
             }
             SlowConsumer::KeepLatest | SlowConsumer::DropOldest => {
-                let mut dropped_topics: Vec<(Arc<str>, bool)> = Vec::new();
+                let mut dropped_topics: Vec<Arc<str>> = Vec::new();
                 // Keep-latest first drops the topic's queued pushes; both
                 // then drop the oldest pushes until the new one fits.
                 if policy == SlowConsumer::KeepLatest
                     && let Some(t) = topic
                 {
-                    let n =
-                        self.remove_pushes(|i| i.topic.as_ref().is_some_and(|(n, _)| n == t.name));
+                    let n = self.remove_pushes(|i| i.topic.as_ref() == Some(t));
                     if n > 0 {
                         outcome.dropped += n;
-                        dropped_topics.push((Arc::clone(t.name), t.history));
+                        dropped_topics.push(Arc::clone(t));
                     }
                 }
                 while !self.fits(bytes) {
@@ -190,13 +181,10 @@ impl Queue {
                 } else {
                     // Larger than the whole byte limit on its own.
                     outcome.dropped += 1;
-                    dropped_topics.extend(topic.map(|t| (Arc::clone(t.name), t.history)));
+                    dropped_topics.extend(topic.map(Arc::clone));
                 }
-                for (name, history) in &dropped_topics {
-                    self.lag(PushTopic {
-                        name,
-                        history: *history,
-                    });
+                for name in &dropped_topics {
+                    self.lag(name);
                 }
             }
         }
@@ -226,9 +214,9 @@ impl Queue {
     /// subscribes again), with or without history: without it there is
     /// nothing to recover, but the client still learns that it missed
     /// publications instead of missing them silently.
-    pub(crate) fn lag(&mut self, topic: PushTopic<'_>) {
-        if self.lagged.insert(Arc::clone(topic.name)) {
-            let text = protocol::event(topic.name, "lag", "");
+    pub(crate) fn lag(&mut self, topic: &Arc<str>) {
+        if self.lagged.insert(Arc::clone(topic)) {
+            let text = protocol::event(topic, "lag", "");
             if let Ok(message) = PreparedMessage::new(sockeye_proto::Message::text(text)) {
                 self.enqueue(Item {
                     message,
@@ -319,10 +307,7 @@ mod tests {
     fn disconnect_policy_reports_overflow_and_keeps_the_queue() {
         let mut q = Queue::new(limits(2));
         let t: Arc<str> = Arc::from("a:b");
-        let topic = Some(PushTopic {
-            name: &t,
-            history: true,
-        });
+        let topic = Some(&t);
         assert_eq!(
             q.push(msg("1"), topic, SlowConsumer::Disconnect),
             PushOutcome::default()
@@ -338,22 +323,12 @@ mod tests {
         let mut q = Queue::new(limits(1));
         let t: Arc<str> = Arc::from("a:b");
         let plain: Arc<str> = Arc::from("c:d");
-        let topic = Some(PushTopic {
-            name: &t,
-            history: true,
-        });
+        let topic = Some(&t);
         q.push(msg("1"), topic, SlowConsumer::DropNewest);
         assert_eq!(q.push(msg("2"), topic, SlowConsumer::DropNewest).dropped, 1);
         assert_eq!(q.push(msg("3"), topic, SlowConsumer::DropNewest).dropped, 1);
         // No history: nothing to recover, but the client is told too.
-        q.push(
-            msg("4"),
-            Some(PushTopic {
-                name: &plain,
-                history: false,
-            }),
-            SlowConsumer::DropNewest,
-        );
+        q.push(msg("4"), Some(&plain), SlowConsumer::DropNewest);
         assert_eq!(
             texts(&mut q),
             [
@@ -377,14 +352,8 @@ mod tests {
         let mut q = Queue::new(limits(2));
         let a: Arc<str> = Arc::from("a:x");
         let b: Arc<str> = Arc::from("b:x");
-        let ta = Some(PushTopic {
-            name: &a,
-            history: false,
-        });
-        let tb = Some(PushTopic {
-            name: &b,
-            history: false,
-        });
+        let ta = Some(&a);
+        let tb = Some(&b);
         q.push(msg("a1"), ta, SlowConsumer::DropOldest);
         assert!(q.control(msg("reply")));
         q.push(msg("b1"), tb, SlowConsumer::DropOldest);
@@ -408,10 +377,7 @@ mod tests {
             bytes: 10,
         });
         let t: Arc<str> = Arc::from("a:b");
-        let topic = Some(PushTopic {
-            name: &t,
-            history: false,
-        });
+        let topic = Some(&t);
         // 5-byte payload + 2-byte header = 7 bytes per frame.
         q.push(msg("11111"), topic, SlowConsumer::DropOldest);
         assert_eq!(

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::broker::Member;
 use crate::metrics::Metrics;
-use crate::queue::{PushTopic, Queue, QueueLimits};
+use crate::queue::{Queue, QueueLimits};
 use crate::topic::{Namespace, SlowConsumer};
 
 /// How many queued messages a writer takes per batch (one flush each).
@@ -106,7 +106,7 @@ impl Session {
     pub(crate) fn push(
         &self,
         message: &PreparedMessage,
-        topic: Option<PushTopic<'_>>,
+        topic: Option<&Arc<str>>,
         policy: SlowConsumer,
     ) -> bool {
         let Some(outcome) = self.with_queue(|q| q.push(message.clone(), topic, policy)) else {
@@ -145,14 +145,10 @@ impl Session {
         }
     }
 
-    /// Sends one `lag` event for the topic (if it keeps history).
-    pub(crate) fn lag(&self, topic: &Arc<str>, history: bool) {
-        self.with_queue(|q| {
-            q.lag(PushTopic {
-                name: topic,
-                history,
-            })
-        });
+    /// Sends one `lag` event for the topic (once until it is subscribed
+    /// again).
+    pub(crate) fn lag(&self, topic: &Arc<str>) {
+        self.with_queue(|q| q.lag(topic));
     }
 
     /// Closes the socket: what is queued is discarded, the close frame goes

@@ -66,7 +66,7 @@ impl Inner {
                 Ok(state) => {
                     // Subscribers learn of the gap before what follows it.
                     for sub in topic.subs.values() {
-                        sub.session.lag(&name, true);
+                        sub.session.lag(&name);
                     }
                     if fresh.is_empty() {
                         topic.last = Some((Arc::from(state.epoch.as_str()), state.top));
@@ -81,7 +81,7 @@ impl Inner {
                 Err(e) => {
                     tracing::warn!(topic = &*name, error = %e, "recovery after a broker outage failed");
                     for sub in topic.subs.values() {
-                        sub.session.lag(&name, true);
+                        sub.session.lag(&name);
                     }
                     false
                 }
@@ -150,7 +150,7 @@ impl BrokerHandler for Inner {
             BrokerEvent::Lagged { topic } => {
                 if let Some(t) = lock(self.shard(&topic)).get(&topic) {
                     for sub in t.subs.values() {
-                        sub.session.lag(&topic, t.ns.history.is_some());
+                        sub.session.lag(&topic);
                     }
                 }
             }

@@ -11,7 +11,6 @@ use crate::authorizer::Action;
 use crate::broker::{HistoryState, Publication};
 use crate::error::{Error, ErrorCode};
 use crate::protocol::{self, StreamPosition, position_json};
-use crate::queue::PushTopic;
 use crate::session::Session;
 use crate::sync::lock;
 use crate::topic::Namespace;
@@ -153,7 +152,6 @@ impl Inner {
         };
         session.clear_lag(name);
         let ns = Arc::clone(&topic.ns);
-        let history = ns.history.is_some();
         let ok = match &state {
             Some(s) => {
                 let position = StreamPosition {
@@ -173,7 +171,7 @@ impl Inner {
         }
         let push = |p: &Publication| {
             if let Some(m) = self.prepare_push(name, &ns, p) {
-                session.push(&m, Some(PushTopic { name, history }), ns.slow_consumer);
+                session.push(&m, Some(name), ns.slow_consumer);
             }
         };
         match state {
@@ -193,7 +191,7 @@ impl Inner {
             }
         }
         if pending.overflow {
-            session.lag(name, history);
+            session.lag(name);
         }
     }
 

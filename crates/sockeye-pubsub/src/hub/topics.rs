@@ -13,7 +13,6 @@ use sockeye_proto::{Message, PreparedMessage};
 use super::Inner;
 use crate::broker::Publication;
 use crate::protocol;
-use crate::queue::PushTopic;
 use crate::session::Session;
 use crate::sync::lock;
 use crate::topic::Namespace;
@@ -102,8 +101,7 @@ impl Inner {
     /// Sends a publication to a topic's subscribers (under the shard lock).
     pub(super) fn dispatch(&self, name: &Arc<str>, topic: &mut Topic, p: &Publication) {
         let Topic { ns, subs, last, .. } = topic;
-        let history = ns.history.is_some();
-        if history {
+        if ns.history.is_some() {
             if let Some((epoch, offset)) = last.as_ref() {
                 if **epoch == *p.epoch && p.offset <= *offset {
                     return; // already dispatched
@@ -112,7 +110,7 @@ impl Inner {
                     // The stream was recreated: positions in the old epoch
                     // are void, clients must resync.
                     for sub in subs.values().filter(|s| s.pending.is_none()) {
-                        sub.session.lag(name, true);
+                        sub.session.lag(name);
                     }
                 }
             }
@@ -132,8 +130,7 @@ impl Inner {
             }
             let message = prepared.get_or_insert_with(|| self.prepare_push(name, ns, p));
             if let Some(message) = message {
-                sub.session
-                    .push(message, Some(PushTopic { name, history }), policy);
+                sub.session.push(message, Some(name), policy);
             }
         }
     }
