@@ -133,5 +133,5 @@ pub use utf8::Utf8Bytes;
 #[cfg(feature = "tokio")]
 pub use io::{
     Accepted, Acceptor, CloseHandle, ReadHalf, ReunitError, WebSocket, WriteHalf, abort_tcp,
-    accept, client_handshake,
+    accept, client_handshake, socket_span,
 };

@@ -4,37 +4,26 @@
 //! `sockeye_sockets_opened_total{role, transport}` and
 //! `sockeye_sockets_open{role}`.
 
-/// The span a server socket's task runs in: where it came from and what it
-/// speaks (never a credential); sockeye-proto records `close_code` and
-/// `close_initiator` on it when the socket ends.
+/// The span a server socket's task runs in (sockeye-proto's, see
+/// [`sockeye_proto::socket_span`]): the peer from the request's
+/// [`PeerAddr`](sockeye_proto::handshake::PeerAddr) (which `serve`
+/// records), the agreed extension as its response header value (the
+/// deflate layer adds the header to the 101 itself, on the way out).
 pub(crate) fn socket_span(
     transport: &'static str,
     protocol: Option<&str>,
     extensions: &http::Extensions,
 ) -> tracing::Span {
-    let span = tracing::info_span!(
-        "websocket",
-        role = "server",
+    let peer = extensions
+        .get::<sockeye_proto::handshake::PeerAddr>()
+        .map(|p| p.0);
+    let agreed = extensions.get::<sockeye_proto::extension::AgreedExtension>();
+    sockeye_proto::socket_span(
         transport,
-        peer = tracing::field::Empty,
-        protocol = protocol.unwrap_or(""),
-        extension = tracing::field::Empty,
-        close_code = tracing::field::Empty,
-        close_initiator = tracing::field::Empty,
-    );
-    if span.is_disabled() {
-        return span;
-    }
-    // The agreed extension as its response header value (the deflate
-    // layer adds the header itself to the 101 on the way out).
-    if let Some(agreed) = extensions.get::<sockeye_proto::extension::AgreedExtension>() {
-        span.record("extension", tracing::field::display(agreed.response()));
-    }
-    #[cfg(feature = "serve")]
-    if let Some(conn) = extensions.get::<crate::ConnectionHandle>() {
-        span.record("peer", tracing::field::display(conn.peer_addr()));
-    }
-    span
+        peer,
+        protocol,
+        agreed.map(|a| a.response() as &dyn std::fmt::Display),
+    )
 }
 
 /// `http1`, or `http2` for an RFC 8441 extended CONNECT.

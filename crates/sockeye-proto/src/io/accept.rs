@@ -86,24 +86,48 @@ impl Accepted {
     /// # Ok(()) }
     /// ```
     pub fn span(&self, peer: Option<std::net::SocketAddr>) -> tracing::Span {
-        let span = tracing::info_span!(
-            "websocket",
-            role = "server",
-            transport = "raw",
-            peer = tracing::field::Empty,
-            protocol = self.protocol.as_deref().unwrap_or(""),
-            extension = tracing::field::Empty,
-            close_code = tracing::field::Empty,
-            close_initiator = tracing::field::Empty,
-        );
-        if let Some(peer) = peer {
-            span.record("peer", tracing::field::display(peer));
-        }
-        if let Some(extension) = &self.extension {
-            span.record("extension", extension.as_str());
-        }
-        span
+        let extension = self.extension.as_ref();
+        socket_span(
+            "raw",
+            peer,
+            self.protocol.as_deref(),
+            extension.map(|e| e as &dyn std::fmt::Display),
+        )
     }
+}
+
+/// The `websocket` span a server socket's task runs in (sockeye-hyper's
+/// upgrade paths and [`Accepted::span`] use it): `role`, `transport`,
+/// `peer`, `protocol`, `extension` (the agreed `Sec-WebSocket-Extensions`
+/// value; never a credential), and room for `close_code` and
+/// `close_initiator`, which the socket records on it when it ends. The
+/// peer and the extension are formatted only when the span is enabled.
+pub fn socket_span(
+    transport: &'static str,
+    peer: Option<std::net::SocketAddr>,
+    protocol: Option<&str>,
+    extension: Option<&dyn std::fmt::Display>,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        "websocket",
+        role = "server",
+        transport,
+        peer = tracing::field::Empty,
+        protocol = protocol.unwrap_or(""),
+        extension = tracing::field::Empty,
+        close_code = tracing::field::Empty,
+        close_initiator = tracing::field::Empty,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    if let Some(peer) = peer {
+        span.record("peer", tracing::field::display(peer));
+    }
+    if let Some(extension) = extension {
+        span.record("extension", tracing::field::display(extension));
+    }
+    span
 }
 
 impl Acceptor {

@@ -25,7 +25,7 @@ use crate::conn::{Connection, Role, State};
 use crate::error::Error;
 use crate::message::{Message, PreparedMessage};
 
-pub use self::accept::{Accepted, Acceptor, accept};
+pub use self::accept::{Accepted, Acceptor, accept, socket_span};
 pub use self::client::client_handshake;
 pub use self::handle::CloseHandle;
 pub use self::split::{ReadHalf, ReunitError, WriteHalf};
