@@ -24,7 +24,7 @@ use crate::message::Message;
 const MIN_READ: usize = 4096;
 /// A read while nothing is buffered goes to the stack first: enough for a
 /// burst of small frames, or the start of a large one.
-const STACK_READ: usize = 8192;
+const STACK_READ: usize = 32 << 10;
 /// The largest single reservation for a frame still arriving.
 const MAX_READ: usize = 1 << 20;
 /// The largest read a burst of small frames grows to (a read that fills its
@@ -32,6 +32,9 @@ const MAX_READ: usize = 1 << 20;
 const MAX_BURST_READ: usize = 128 << 10;
 /// The most slices handed to one vectored write.
 const MAX_IOVECS: usize = 64;
+/// While reads keep returning input, output waits for it up to this many
+/// bytes: a burst of messages is answered in one write.
+const WRITE_BATCH: usize = 64 << 10;
 
 pub(crate) struct Driver<S> {
     pub(crate) io: S,
@@ -52,6 +55,10 @@ pub(crate) struct Driver<S> {
     /// The room of the next read: it grows while reads come back full, so a
     /// busy socket takes a backlog in few system calls.
     read_size: usize,
+    /// The last read returned input and more may be waiting: output (below
+    /// [`WRITE_BATCH`]) waits until a read has nothing, so the replies to a
+    /// burst that took several reads still leave in one write.
+    read_more: bool,
     /// Run on the transport when the connection is given up with output
     /// still unwritten (see [`WebSocket::set_abort`](super::WebSocket::set_abort)).
     pub(crate) abort: Option<fn(&S)>,
@@ -97,6 +104,7 @@ where
             done: false,
             close_request: None,
             read_size: STACK_READ,
+            read_more: false,
             abort: None,
             end_reported: false,
         }
@@ -327,9 +335,10 @@ where
                 continue;
             }
             // Replies (pongs, close) and data fed but not flushed go out
-            // before we wait for input.
+            // before we wait for input; while input keeps coming, after it.
             if self.conn.transmit_len() > 0
                 && !self.shut_down
+                && !self.defer_write()
                 && let Poll::Ready(Err(e)) = self.poll_write_out(wcx)
             {
                 return Poll::Ready(self.end_with_io_error(e));
@@ -369,6 +378,10 @@ where
                 match Pin::new(&mut self.io).poll_read(cx, &mut into) {
                     Poll::Pending => {
                         self.park_read();
+                        if std::mem::take(&mut self.read_more) && self.conn.transmit_len() > 0 {
+                            // Nothing more came: write what waited for it.
+                            continue;
+                        }
                         return Poll::Pending;
                     }
                     Poll::Ready(Ok(())) => {
@@ -400,6 +413,9 @@ where
                         if self.read_buf.is_empty() {
                             self.park_read();
                         }
+                        if std::mem::take(&mut self.read_more) && self.conn.transmit_len() > 0 {
+                            continue;
+                        }
                         return Poll::Pending;
                     }
                     Poll::Ready(Ok(n)) => {
@@ -411,6 +427,7 @@ where
                     Poll::Ready(Err(e)) => Err(e),
                 }
             };
+            self.read_more = matches!(read, Ok(n) if n > 0);
             match read {
                 Ok(0) => {
                     self.read_eof = true;
@@ -422,6 +439,16 @@ where
                 Err(e) => return Poll::Ready(self.end_with_io_error(Error::Io(e))),
             }
         }
+    }
+
+    /// Whether pending output waits for the next read: only while input
+    /// keeps coming on an open connection, and below [`WRITE_BATCH`]
+    /// (closing replies and timeouts never wait).
+    fn defer_write(&self) -> bool {
+        self.read_more
+            && self.error.is_none()
+            && self.conn.state() == crate::State::Open
+            && self.conn.transmit_len() < WRITE_BATCH
     }
 
     /// The transport failed: the stream ends. Once the close handshake is
@@ -612,30 +639,62 @@ mod tests {
         assert!(matches!(err, Error::Closed), "{err:?}");
     }
 
-    /// A transport that counts the reads made on it.
-    struct CountingReads {
+    /// A transport that counts the reads and the writes made on it, and
+    /// can hand out at most `max_read` bytes per read.
+    struct Counting {
         inner: tokio::io::DuplexStream,
+        max_read: usize,
         reads: usize,
+        writes: usize,
     }
 
-    impl tokio::io::AsyncRead for CountingReads {
+    impl Counting {
+        fn new(inner: tokio::io::DuplexStream) -> Self {
+            Self {
+                inner,
+                max_read: usize::MAX,
+                reads: 0,
+                writes: 0,
+            }
+        }
+    }
+
+    impl tokio::io::AsyncRead for Counting {
         fn poll_read(
             mut self: std::pin::Pin<&mut Self>,
             cx: &mut std::task::Context<'_>,
             buf: &mut tokio::io::ReadBuf<'_>,
         ) -> std::task::Poll<std::io::Result<()>> {
             self.reads += 1;
-            std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+            let mut part = vec![0u8; buf.remaining().min(self.max_read)];
+            let mut into = tokio::io::ReadBuf::new(&mut part);
+            let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, &mut into);
+            buf.put_slice(into.filled());
+            polled
         }
     }
 
-    impl tokio::io::AsyncWrite for CountingReads {
+    impl tokio::io::AsyncWrite for Counting {
         fn poll_write(
-            mut self: std::pin::Pin<&mut Self>,
+            self: std::pin::Pin<&mut Self>,
             cx: &mut std::task::Context<'_>,
             buf: &[u8],
         ) -> std::task::Poll<std::io::Result<usize>> {
-            std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+            self.poll_write_vectored(cx, &[std::io::IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.writes += 1;
+            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            std::pin::Pin::new(&mut self.inner).poll_write(cx, &all)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
         }
 
         fn poll_flush(
@@ -653,17 +712,70 @@ mod tests {
         }
     }
 
+    /// A burst of messages that arrives in several reads is echoed in one
+    /// write: output fed while reads keep returning input waits until a
+    /// read finds nothing (it went out after each read before: 10 writes
+    /// here).
+    #[tokio::test]
+    async fn a_burst_taken_in_several_reads_is_answered_in_one_write() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut io = Counting::new(a);
+        io.max_read = 1100;
+        let mut server = WebSocket::from_raw_socket(io, Role::Server, Config::default());
+        let mut client = WebSocket::from_raw_socket(b, Role::Client, Config::default());
+        for i in 0..10u8 {
+            client.feed(Message::binary(vec![i; 1000])).await.unwrap();
+        }
+        client.flush().await.unwrap();
+        for _ in 0..10 {
+            let got = server.recv().await.unwrap().unwrap();
+            server.feed(got).await.unwrap();
+        }
+        // The next read finds nothing: the ten replies go out, together.
+        assert!(server.recv().now_or_never().is_none());
+        assert!(server.driver.io.reads >= 10, "{}", server.driver.io.reads);
+        assert_eq!(server.driver.io.writes, 1);
+        for i in 0..10u8 {
+            let got = client.recv().await.unwrap().unwrap();
+            assert_eq!(got, Message::binary(vec![i; 1000]));
+        }
+    }
+
+    /// Output past [`super::WRITE_BATCH`] does not wait for input that
+    /// keeps coming: a large reply leaves while the reads still return
+    /// input (here every read does, 1 100 bytes at a time).
+    #[tokio::test]
+    async fn a_large_reply_does_not_wait_for_more_input() {
+        let (a, b) = tokio::io::duplex(4 << 20);
+        let mut io = Counting::new(a);
+        io.max_read = 1100;
+        let mut server = WebSocket::from_raw_socket(io, Role::Server, Config::default());
+        let mut client = WebSocket::from_raw_socket(b, Role::Client, Config::default());
+        let big = Message::binary(vec![1u8; super::WRITE_BATCH]);
+        client.feed(big.clone()).await.unwrap();
+        for i in 0..20u8 {
+            client.feed(Message::binary(vec![i; 1000])).await.unwrap();
+        }
+        client.flush().await.unwrap();
+        let got = server.recv().await.unwrap().unwrap();
+        server.feed(got).await.unwrap();
+        for i in 0..20u8 {
+            let got = server.recv().await.unwrap().unwrap();
+            assert_eq!(got, Message::binary(vec![i; 1000]));
+        }
+        // Every read so far returned input, and the reply went out anyway.
+        assert_eq!(server.driver.io.writes, 1);
+        assert_eq!(client.recv().now_or_never().unwrap().unwrap().unwrap(), big);
+    }
+
     /// A backlog of small frames is taken in reads that double while they
-    /// come back full (8, 16, 32, 64, 128 KiB), not in 8 KiB steps; once
+    /// come back full (32, 64, 128 KiB), not in 32 KiB steps; once
     /// the socket waits, it holds no buffer and starts small again.
     #[tokio::test]
     async fn a_backlog_is_read_in_growing_reads() {
         let (a, b) = tokio::io::duplex(1 << 20);
-        let mut server = WebSocket::from_raw_socket(
-            CountingReads { inner: a, reads: 0 },
-            Role::Server,
-            Config::default(),
-        );
+        let mut server =
+            WebSocket::from_raw_socket(Counting::new(a), Role::Server, Config::default());
         let mut client = WebSocket::from_raw_socket(b, Role::Client, Config::default());
         // 240 frames of 1 KiB: about 250 KiB waiting at once.
         for i in 0..240u32 {
@@ -677,8 +789,8 @@ mod tests {
             let got = server.recv().await.unwrap().unwrap();
             assert_eq!(got, Message::binary(vec![i as u8; 1024]));
         }
-        // 8 + 16 + 32 + 64 + 128 KiB covers it: at most 6 reads (without
-        // the growth this took 17).
+        // 32 + 64 + 128 + 128 KiB covers it: at most 6 reads (without the
+        // growth this took 8).
         let reads = server.driver.io.reads;
         assert!(reads <= 6, "{reads} reads");
         assert!(server.recv().now_or_never().is_none());
