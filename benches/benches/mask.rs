@@ -1,7 +1,8 @@
-//! Masking: the word-at-a-time kernel against the byte-at-a-time reference.
+//! Masking: the kernel picked at run time (AVX2 where the CPU has it) against
+//! the portable word loop and the byte-at-a-time reference.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use sockeye_proto::mask::{apply_mask, apply_mask_bytewise};
+use sockeye_proto::mask::{apply_mask, apply_mask_bytewise, apply_mask_portable};
 use std::hint::black_box;
 
 fn mask(c: &mut Criterion) {
@@ -13,6 +14,9 @@ fn mask(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("word", size), &size, |b, _| {
             // Offset by one byte: masking must not depend on alignment.
             b.iter(|| apply_mask(black_box(&mut buf[1..]), key, 0));
+        });
+        group.bench_with_input(BenchmarkId::new("portable", size), &size, |b, _| {
+            b.iter(|| apply_mask_portable(black_box(&mut buf[1..]), key, 0));
         });
         group.bench_with_input(BenchmarkId::new("bytewise", size), &size, |b, _| {
             b.iter(|| apply_mask_bytewise(black_box(&mut buf[1..]), key, 0));

