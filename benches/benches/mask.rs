@@ -1,5 +1,5 @@
-//! Masking: the kernel picked at run time (AVX2 where the CPU has it) against
-//! the portable word loop and the byte-at-a-time reference.
+//! Masking: the kernel picked at run time (AVX-512F or AVX2 where the CPU has
+//! one) against the portable word loop and the byte-at-a-time reference.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sockeye_proto::mask::{apply_mask, apply_mask_bytewise, apply_mask_portable};

@@ -107,82 +107,60 @@ fn rotate(key: [u8; 4], offset: usize) -> [u8; 4] {
 mod tests {
     use super::*;
 
-    /// The kernel picked at run time (a wide one from `WIDE_MIN` bytes
-    /// where the CPU has it) and the portable one equal the byte-at-a-time
-    /// reference, on both sides of the threshold.
+    type Kernel = fn(&mut [u8], [u8; 4], usize);
+
+    /// Every kernel: the one `apply_mask` picks at run time, the portable
+    /// loop, and each wide kernel the CPU has, called directly (the
+    /// run-time choice only ever reaches the widest).
+    #[allow(unsafe_code)]
+    fn kernels() -> Vec<(&'static str, Kernel)> {
+        let mut all: Vec<(&'static str, Kernel)> = vec![
+            ("apply_mask", apply_mask),
+            ("portable", apply_mask_portable),
+        ];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                all.push(("avx512f", |b, k, o| {
+                    // SAFETY: only listed when the feature was detected.
+                    unsafe { words_avx512(b, rotate(k, o)) }
+                }));
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                all.push(("avx2", |b, k, o| {
+                    // SAFETY: only listed when the feature was detected.
+                    unsafe { words_avx2(b, rotate(k, o)) }
+                }));
+            }
+        }
+        all
+    }
+
+    /// Each kernel equals the byte-at-a-time reference for every
+    /// alignment and key phase, on both sides of `WIDE_MIN` and for large
+    /// payloads.
     #[test]
     fn matches_bytewise_for_every_length_offset_and_alignment() {
         let key = [0xA1, 0x02, 0xF3, 0x44];
-        let source: Vec<u8> = (0..600u32).map(|i| (i * 7 + 3) as u8).collect();
-        for start in 0..8 {
-            for len in 0..=2 * WIDE_MIN + 70 {
+        let source: Vec<u8> = (0..(64 << 10) + 50)
+            .map(|i: u32| (i * 7 + 3) as u8)
+            .collect();
+        let lengths = (0..=2 * WIDE_MIN + 70).chain([4096, (64 << 10) + 37]);
+        for len in lengths {
+            for start in 0..8 {
                 for offset in 0..4 {
-                    let mut a = source[start..start + len].to_vec();
-                    let mut b = a.clone();
-                    let mut c = a.clone();
-                    apply_mask(&mut a, key, offset);
-                    apply_mask_bytewise(&mut b, key, offset);
-                    apply_mask_portable(&mut c, key, offset);
-                    assert_eq!(a, b, "start {start} len {len} offset {offset}");
-                    assert_eq!(c, b, "start {start} len {len} offset {offset}");
+                    let mut want = source[start..start + len].to_vec();
+                    apply_mask_bytewise(&mut want, key, offset);
+                    for (name, kernel) in kernels() {
+                        let mut got = source[start..start + len].to_vec();
+                        kernel(&mut got, key, offset);
+                        assert!(
+                            got == want,
+                            "{name}: start {start} len {len} offset {offset}"
+                        );
+                    }
                 }
             }
-        }
-    }
-
-    /// Each wide kernel the CPU has, called directly (the run-time choice
-    /// above only ever reaches the widest).
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    #[allow(unsafe_code)]
-    fn each_wide_kernel_matches_bytewise() {
-        let key = [0x0B, 0xAD, 0xF0, 0x0D];
-        let source: Vec<u8> = (0..5000u32).map(|i| (i * 13 + 1) as u8).collect();
-        type Kernel = fn(&mut [u8], [u8; 4]);
-        let kernels: [(&str, bool, Kernel); 2] = [
-            (
-                "avx512f",
-                std::arch::is_x86_feature_detected!("avx512f"),
-                |b, k| {
-                    // SAFETY: only called when the feature was detected.
-                    unsafe { words_avx512(b, k) }
-                },
-            ),
-            (
-                "avx2",
-                std::arch::is_x86_feature_detected!("avx2"),
-                |b, k| {
-                    // SAFETY: only called when the feature was detected.
-                    unsafe { words_avx2(b, k) }
-                },
-            ),
-        ];
-        for (name, available, kernel) in kernels {
-            if !available {
-                continue;
-            }
-            for start in 0..4 {
-                for len in (0..600).chain([4096, 4999 - start]) {
-                    let mut a = source[start..start + len].to_vec();
-                    let mut b = a.clone();
-                    kernel(&mut a, key);
-                    apply_mask_bytewise(&mut b, key, 0);
-                    assert!(a == b, "{name} start {start} len {len}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn large_payloads_match_bytewise() {
-        let key = [0x5A, 0xC3, 0x0F, 0x99];
-        let data: Vec<u8> = (0..(64 << 10) + 37).map(|i: u32| (i * 31) as u8).collect();
-        for (start, offset) in [(0, 0), (1, 3), (5, 2)] {
-            let mut a = data[start..].to_vec();
-            let mut b = a.clone();
-            apply_mask(&mut a, key, offset);
-            apply_mask_bytewise(&mut b, key, offset);
-            assert!(a == b, "start {start} offset {offset}");
         }
     }
 
