@@ -1,5 +1,7 @@
 //! Limits and timers of a connection, with a by-value builder.
 
+use std::fmt;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 /// Connection limits and timers. Every limit has a default that passes the
@@ -30,8 +32,14 @@ use std::time::Duration;
 /// assert_eq!(config.max_message_size(), 1 << 20);
 /// assert_eq!(config.max_frame_size(), 1 << 20); // never above the message limit
 /// ```
+///
+/// Cloning is cheap: the values are shared, so the thousands of connections
+/// made from one configuration hold a pointer each, not a copy.
+#[derive(Clone)]
+pub struct Config(Arc<Values>);
+
 #[derive(Clone, Debug)]
-pub struct Config {
+struct Values {
     max_frame_size: usize,
     max_message_size: usize,
     max_fragments: usize,
@@ -47,7 +55,22 @@ pub struct Config {
     accept_unmasked_frames: bool,
 }
 
+/// The defaults, allocated once.
+static DEFAULT: LazyLock<Config> = LazyLock::new(|| Config(Arc::new(Values::default())));
+
 impl Default for Config {
+    fn default() -> Self {
+        DEFAULT.clone()
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Default for Values {
     fn default() -> Self {
         Self {
             max_frame_size: 16 << 20,
@@ -70,68 +93,68 @@ impl Default for Config {
 impl Config {
     /// A builder starting from the defaults.
     pub fn builder() -> ConfigBuilder {
-        ConfigBuilder(Self::default())
+        ConfigBuilder(Values::default())
     }
 
     /// The largest frame payload accepted.
     pub fn max_frame_size(&self) -> usize {
-        self.max_frame_size
+        self.0.max_frame_size
     }
     /// The largest message accepted, after reassembly and decoding.
     pub fn max_message_size(&self) -> usize {
-        self.max_message_size
+        self.0.max_message_size
     }
     /// The most frames one message may span.
     pub fn max_fragments(&self) -> usize {
-        self.max_fragments
+        self.0.max_fragments
     }
     /// Outgoing bytes buffered before `send` pushes back.
     pub fn write_high_water_mark(&self) -> usize {
-        self.write_high_water_mark
+        self.0.write_high_water_mark
     }
     /// Outgoing data messages are split into frames of at most this size.
     pub fn auto_fragment_size(&self) -> Option<usize> {
-        self.auto_fragment_size
+        self.0.auto_fragment_size
     }
     /// The largest handshake header block (request or response head).
     pub fn max_header_bytes(&self) -> usize {
-        self.max_header_bytes
+        self.0.max_header_bytes
     }
     /// The most header lines in a handshake.
     pub fn max_headers(&self) -> usize {
-        self.max_headers
+        self.0.max_headers
     }
     /// The deadline for the whole opening handshake.
     pub fn handshake_timeout(&self) -> Duration {
-        self.handshake_timeout
+        self.0.handshake_timeout
     }
     /// How long to wait for the peer's close frame (and, for a client, for
     /// the server to close TCP) after ours is sent.
     pub fn close_timeout(&self) -> Duration {
-        self.close_timeout
+        self.0.close_timeout
     }
     /// Send a ping after this much silence from the peer.
     pub fn keepalive_interval(&self) -> Option<Duration> {
-        self.keepalive_interval
+        self.0.keepalive_interval
     }
     /// After a keepalive ping, how long the peer has to show it is alive.
     pub fn pong_timeout(&self) -> Duration {
-        self.pong_timeout
+        self.0.pong_timeout
     }
     /// Close after this long without a data message in either direction.
     pub fn idle_timeout(&self) -> Option<Duration> {
-        self.idle_timeout
+        self.0.idle_timeout
     }
     /// Whether a server accepts unmasked client frames (never by default).
     pub fn accept_unmasked_frames(&self) -> bool {
-        self.accept_unmasked_frames
+        self.0.accept_unmasked_frames
     }
 }
 
 /// Builds a [`Config`]; every method takes and returns the builder by value.
 #[derive(Clone, Debug)]
 #[must_use]
-pub struct ConfigBuilder(Config);
+pub struct ConfigBuilder(Values);
 
 impl ConfigBuilder {
     /// The largest frame payload accepted (default 16 MiB). Capped at the
@@ -208,6 +231,25 @@ impl ConfigBuilder {
     pub fn build(self) -> Config {
         let mut c = self.0;
         c.max_frame_size = c.max_frame_size.min(c.max_message_size);
-        c
+        Config(Arc::new(c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connections made from one configuration share its values: a clone
+    /// (what each connection keeps) is a pointer, and the defaults are
+    /// allocated once.
+    #[test]
+    fn clones_share_the_values() {
+        let config = Config::builder().max_message_size(1000).build();
+        let copy = config.clone();
+        assert!(Arc::ptr_eq(&config.0, &copy.0));
+        assert_eq!(copy.max_message_size(), 1000);
+        assert_eq!(copy.max_frame_size(), 1000);
+        assert!(Arc::ptr_eq(&Config::default().0, &Config::default().0));
+        assert_eq!(std::mem::size_of::<Config>(), std::mem::size_of::<usize>());
     }
 }

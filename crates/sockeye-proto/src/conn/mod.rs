@@ -346,9 +346,10 @@ impl Connection {
     /// ```
     pub fn release_idle_memory(&mut self) {
         self.out.release_if_empty();
-        // A few slots are kept: freeing them would cost an allocation per
-        // read, for less than they weigh.
-        if self.events.is_empty() && self.events.capacity() > 4 {
+        // The event slots go too (four messages' worth after the first
+        // read): an allocation per burst of input costs less than what
+        // thousands of idle sockets would keep.
+        if self.events.is_empty() {
             self.events = VecDeque::new();
         }
     }
