@@ -7,7 +7,6 @@
 //! ([`Session::notified`]). A session knows neither the hub nor a
 //! transport.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sockeye_auth::Identity;
@@ -50,7 +49,9 @@ struct State {
     closing: Option<(CloseCode, &'static str)>,
     /// The reader ended: the writer stops once the queue is written.
     finished: bool,
-    subscriptions: HashMap<Arc<str>, Arc<Namespace>>,
+    /// Few per session (256 at most by default): a list sized to fit,
+    /// searched in order, weighs less than a map's table.
+    subscriptions: Vec<(Arc<str>, Arc<Namespace>)>,
     /// Closes the WebSocket from the driver's side, so the close timer runs
     /// from the decision even while the writer is blocked on a peer that
     /// does not read.
@@ -73,7 +74,7 @@ impl Session {
                 queue: Queue::new(limits),
                 closing: None,
                 finished: false,
-                subscriptions: HashMap::new(),
+                subscriptions: Vec::new(),
                 closer: None,
             }),
             notify: Notify::new(),
@@ -187,7 +188,7 @@ impl Session {
     }
 
     pub(crate) fn subscribed(&self, topic: &str) -> bool {
-        self.lock().subscriptions.contains_key(topic)
+        self.lock().subscriptions.iter().any(|(t, _)| **t == *topic)
     }
 
     pub(crate) fn subscription_count(&self) -> usize {
@@ -195,21 +196,37 @@ impl Session {
     }
 
     pub(crate) fn add_subscription(&self, topic: Arc<str>, ns: Arc<Namespace>) {
-        self.lock().subscriptions.insert(topic, ns);
+        let mut state = self.lock();
+        let subs = &mut state.subscriptions;
+        match subs.iter_mut().find(|(t, _)| *t == topic) {
+            Some(entry) => entry.1 = ns,
+            None => {
+                subs.reserve_exact(1);
+                subs.push((topic, ns));
+            }
+        }
     }
 
     /// Drops a subscription and what the queue remembers of the topic.
     pub(crate) fn remove_subscription(&self, topic: &str) -> bool {
         let mut state = self.lock();
         state.queue.clear_lag(topic);
-        state.subscriptions.remove(topic).is_some()
+        let subs = &mut state.subscriptions;
+        let Some(i) = subs.iter().position(|(t, _)| **t == *topic) else {
+            return false;
+        };
+        subs.swap_remove(i);
+        if subs.is_empty() {
+            *subs = Vec::new();
+        }
+        true
     }
 
     /// Ends the session: returns its subscriptions for the hub to drop.
     pub(crate) fn finish(&self) -> Vec<(Arc<str>, Arc<Namespace>)> {
         let mut state = self.lock();
         state.finished = true;
-        let subs = state.subscriptions.drain().collect();
+        let subs = std::mem::take(&mut state.subscriptions);
         // What was never written leaves the hub's queued-bytes count.
         let freed = state.queue.clear();
         drop(state);
@@ -372,6 +389,33 @@ mod tests {
             user: None,
         };
         Session::new(1, member, None, QueueLimits::default(), Arc::default())
+    }
+
+    /// The subscription list: one entry per topic (subscribing again
+    /// replaces it), removal of an absent topic is refused, and the list
+    /// lets its storage go when the last subscription ends.
+    #[test]
+    fn subscriptions_are_one_per_topic_and_freed_when_empty() {
+        let s = session();
+        let ns = Arc::new(Namespace::default());
+        assert!(!s.subscribed("a"));
+        s.add_subscription(Arc::from("a"), Arc::clone(&ns));
+        s.add_subscription(Arc::from("b"), Arc::clone(&ns));
+        s.add_subscription(Arc::from("a"), Arc::clone(&ns));
+        assert_eq!(s.subscription_count(), 2);
+        assert!(s.subscribed("a") && s.subscribed("b"));
+        assert_eq!(s.lock().subscriptions.capacity(), 2, "sized to fit");
+        assert!(!s.remove_subscription("c"));
+        assert!(s.remove_subscription("a"));
+        assert!(!s.remove_subscription("a"));
+        assert!(!s.subscribed("a") && s.subscribed("b"));
+        assert!(s.remove_subscription("b"));
+        assert_eq!(s.lock().subscriptions.capacity(), 0);
+        s.add_subscription(Arc::from("c"), ns);
+        let ended = s.finish();
+        assert_eq!(ended.len(), 1);
+        assert_eq!(&*ended[0].0, "c");
+        assert_eq!(s.subscription_count(), 0);
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::topics::{Pending, Sub, Topic};
+use super::topics::{Sub, Topic};
 use super::{Hub, Inner};
 use crate::authorizer::Action;
 use crate::broker::{HistoryState, Publication};
@@ -51,7 +51,6 @@ impl Hub {
                 .authorize(session, topic, Action::Subscribe, None)
                 .await?;
         }
-        let name: Arc<str> = Arc::from(topic);
         let again = session.subscribed(topic);
         if !again && session.subscription_count() >= inner.max_subscriptions {
             return Err(Error::refused(
@@ -59,9 +58,14 @@ impl Hub {
                 "too many subscriptions",
             ));
         }
-        let link = {
+        let (name, link) = {
             let mut shard = lock(inner.shard(topic));
-            let local = shard.get(topic).map_or(0, |t| t.subs.len());
+            // The topic's name is allocated once, by its first subscriber;
+            // the others share it.
+            let (name, local) = match shard.get_key_value(topic) {
+                Some((name, t)) => (Arc::clone(name), t.subs.len()),
+                None => (Arc::from(topic), 0),
+            };
             if !again && ns.max_subscribers.is_some_and(|max| local >= max) {
                 return Err(Error::refused(ErrorCode::LimitExceeded, "topic is full"));
             }
@@ -74,9 +78,9 @@ impl Hub {
                     session: Arc::clone(session),
                     pending: None,
                 })
-                .pending = Some(Pending::default());
+                .pending = Some(Box::default());
             t.generation += 1;
-            Arc::clone(&t.link)
+            (name, Arc::clone(&t.link))
         };
         session.add_subscription(Arc::clone(&name), Arc::clone(&ns));
         let prepared = async {

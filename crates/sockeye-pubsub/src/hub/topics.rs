@@ -62,7 +62,9 @@ pub(super) struct Sub {
     /// While the subscription is being set up (broker subscription, history
     /// read), live publications wait here: the client gets its reply, the
     /// missed publications, then these, in order and without duplicates.
-    pub(super) pending: Option<Pending>,
+    /// (Boxed: it lives only during the setup, and the subscriber table
+    /// holds one entry per subscriber, idle ones included.)
+    pub(super) pending: Option<Box<Pending>>,
 }
 
 /// What arrived for a subscription while it was being set up.
