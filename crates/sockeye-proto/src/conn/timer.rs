@@ -3,7 +3,7 @@
 //! flags, and [`Connection::handle_timeout`] turns them into deadlines with
 //! the time it is given.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -15,10 +15,10 @@ use crate::frame::{OpCode, Rsv};
 
 #[derive(Debug)]
 pub(super) struct Timers {
-    keepalive: Option<Duration>,
-    pong_timeout: Duration,
-    idle: Option<Duration>,
-    close_timeout: Duration,
+    /// Whether keepalive and the idle timeout are configured (their
+    /// durations are read from the connection's [`Config`] when armed).
+    keepalive: bool,
+    idle: bool,
     /// Input from the peer since the last tick (tracked only with keepalive).
     peer_active: bool,
     /// A data message either way since the last tick (only with an idle timeout).
@@ -33,16 +33,14 @@ pub(super) struct Timers {
 
 impl Timers {
     pub(super) fn new(config: &Config) -> Self {
-        let keepalive = config.keepalive_interval();
-        let idle = config.idle_timeout();
+        let keepalive = config.keepalive_interval().is_some();
+        let idle = config.idle_timeout().is_some();
         Self {
             keepalive,
-            pong_timeout: config.pong_timeout(),
             idle,
-            close_timeout: config.close_timeout(),
             // The first tick arms the timers that are configured.
-            peer_active: keepalive.is_some(),
-            data_active: idle.is_some(),
+            peer_active: keepalive,
+            data_active: idle,
             close_requested: false,
             ping_at: None,
             pong_deadline: None,
@@ -52,13 +50,13 @@ impl Timers {
     }
 
     pub(super) fn on_peer_input(&mut self) {
-        if self.keepalive.is_some() {
+        if self.keepalive {
             self.peer_active = true;
         }
     }
 
     pub(super) fn on_data_sent(&mut self) {
-        if self.idle.is_some() {
+        if self.idle {
             self.data_active = true;
         }
     }
@@ -93,16 +91,17 @@ impl Timers {
 
 impl Connection {
     pub(super) fn on_timeout(&mut self, now: Instant) -> Result<(), Error> {
+        let config = &self.config;
         let t = &mut self.timers;
         if std::mem::take(&mut t.close_requested) {
-            t.close_at = Some(now + t.close_timeout);
+            t.close_at = Some(now + config.close_timeout());
         }
         if std::mem::take(&mut t.peer_active) {
             t.pong_deadline = None;
-            t.ping_at = t.keepalive.map(|interval| now + interval);
+            t.ping_at = config.keepalive_interval().map(|interval| now + interval);
         }
         if std::mem::take(&mut t.data_active) {
-            t.idle_at = t.idle.map(|idle| now + idle);
+            t.idle_at = config.idle_timeout().map(|idle| now + idle);
         }
 
         if t.close_at.is_some_and(|at| at <= now) {
@@ -125,7 +124,7 @@ impl Connection {
         }
         if t.ping_at.is_some_and(|at| at <= now) {
             t.ping_at = None;
-            t.pong_deadline = Some(now + t.pong_timeout);
+            t.pong_deadline = Some(now + self.config.pong_timeout());
             self.write_frame(true, Rsv::NONE, OpCode::Ping, &Bytes::new());
         }
         if self.timers.idle_at.is_some_and(|at| at <= now) {
