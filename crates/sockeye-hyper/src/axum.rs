@@ -38,6 +38,7 @@ use std::future::Future;
 use axum_core::body::Body;
 use axum_core::extract::FromRequestParts;
 use axum_core::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use http::request::Parts;
 use hyper::upgrade::OnUpgrade;
 use sockeye_proto::extension::AgreedExtension;
@@ -227,7 +228,12 @@ impl WebSocketUpgrade {
         let transport = self.transport;
         let registration = self.drain.as_ref().map(Drain::reserve);
         let slot = registration.as_ref().map(|r| r.id());
-        let task = tokio::spawn(
+        let drain = self.drain.clone();
+        // Two tasks, as in `UpgradeService`: this one waits for hyper's
+        // upgrade and ends; the socket's own task, sized when spawned,
+        // holds the callback's future and what lives as long as the
+        // socket, not the room the upgrade needed.
+        let upgrade = tokio::spawn(
             async move {
                 let upgraded = match on_upgrade.await {
                     Ok(u) => u,
@@ -243,16 +249,24 @@ impl WebSocketUpgrade {
                 }
                 let open = observe::SocketOpen::new(transport);
                 tracing::debug!("socket open");
-                callback(ws).await;
-                tracing::debug!("socket ended");
-                drop(open);
-                drop(registration);
-                drop(keep_alive);
+                let task = tokio::spawn(
+                    callback(ws)
+                        .map(move |()| {
+                            tracing::debug!("socket ended");
+                            drop(open);
+                            drop(registration);
+                            drop(keep_alive);
+                        })
+                        .in_current_span(),
+                );
+                if let (Some(drain), Some(id)) = (&drain, slot) {
+                    drain.set_abort(id, task.abort_handle(), true);
+                }
             }
             .instrument(span),
         );
         if let (Some(drain), Some(id)) = (&self.drain, slot) {
-            drain.set_abort(id, task.abort_handle(), true);
+            drain.set_abort(id, upgrade.abort_handle(), false);
         }
         self.request
             .response(self.protocol.as_deref(), None)

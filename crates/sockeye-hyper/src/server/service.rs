@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures_util::FutureExt;
 use http::{Request, Response};
 use sockeye_proto::Config;
 use sockeye_proto::handshake::server::is_websocket_request;
@@ -250,14 +251,17 @@ where
                 let open = observe::SocketOpen::new(transport);
                 tracing::debug!("socket open");
                 let run = handler.call(socket, handshake);
+                // `map`, not an async block around `run.await`: a block
+                // holds a captured future twice (the capture and the
+                // awaited copy), and the task's size, fixed at spawn, is
+                // what an idle socket costs.
                 let task = tokio::spawn(
-                    async move {
-                        run.await;
+                    run.map(move |()| {
                         tracing::debug!("socket ended");
                         drop(open);
                         drop(registration);
                         drop(keep_alive);
-                    }
+                    })
                     .in_current_span(),
                 );
                 if let (Some(drain), Some(id)) = (&drain, slot) {
