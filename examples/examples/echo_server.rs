@@ -278,21 +278,27 @@ fn raw_check(
     Ok(())
 }
 
-async fn echo_hyper(ws: WebSocket, handshake: Handshake) {
-    // The request head is not needed: its memory goes before echoing.
+/// Not an `async fn`: one would keep room for its arguments (the socket
+/// and the request head) beside the echo loop's own copy of the socket for
+/// the socket's whole life. The head is dropped here, before the socket's
+/// task starts, and the task holds the echo loop alone.
+fn echo_hyper(ws: WebSocket, handshake: Handshake) -> impl Future<Output = ()> + Send {
     drop(handshake);
-    echo(ws).await;
+    echo(ws)
 }
 
+/// The handshake in this task, the echo loop in a task of its own: a
+/// task's size is fixed when it is spawned, and the socket's task then
+/// holds no room for the handshake's state while the socket lives.
 async fn echo_raw<S>(acceptor: &Acceptor, io: S)
 where
-    S: AsyncRead + AsyncWrite + Unpin + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     match acceptor.accept(io).await {
         // The request head is not needed: dropped before echoing.
         Ok((ws, accepted)) => {
             drop(accepted);
-            echo(ws).await;
+            drop(tokio::spawn(echo(ws)));
         }
         Err(e) => eprintln!("handshake failed: {e}"),
     }
