@@ -38,7 +38,6 @@ use std::future::Future;
 use axum_core::body::Body;
 use axum_core::extract::FromRequestParts;
 use axum_core::response::{IntoResponse, Response};
-use futures_util::FutureExt;
 use http::request::Parts;
 use hyper::upgrade::OnUpgrade;
 use sockeye_proto::extension::AgreedExtension;
@@ -49,7 +48,9 @@ use tracing::Instrument;
 
 use crate::error::Error;
 use crate::server::observe;
-use crate::server::{Drain, ServerIo, Upgrader, WebSocket, draining, rejection, validate};
+use crate::server::{
+    Drain, ServerIo, SocketLife, Upgrader, WebSocket, draining, rejection, spawn_socket, validate,
+};
 
 /// Extracts a WebSocket upgrade request.
 ///
@@ -247,21 +248,13 @@ impl WebSocketUpgrade {
                 if let Some(registration) = &registration {
                     registration.set_close_handle(ws.close_handle());
                 }
-                let open = observe::SocketOpen::new(transport);
+                let life = SocketLife {
+                    _open: observe::SocketOpen::new(transport),
+                    _registration: registration,
+                    _keep_alive: keep_alive,
+                };
                 tracing::debug!("socket open");
-                let task = tokio::spawn(
-                    callback(ws)
-                        .map(move |()| {
-                            tracing::debug!("socket ended");
-                            drop(open);
-                            drop(registration);
-                            drop(keep_alive);
-                        })
-                        .in_current_span(),
-                );
-                if let (Some(drain), Some(id)) = (&drain, slot) {
-                    drain.set_abort(id, task.abort_handle(), true);
-                }
+                spawn_socket(callback(ws), life, drain.as_ref(), slot);
             }
             .instrument(span),
         );

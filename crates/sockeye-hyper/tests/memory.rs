@@ -71,6 +71,18 @@ async fn heap_per_idle_socket(addr: std::net::SocketAddr, path: &str) -> usize {
     per_socket
 }
 
+/// More than the future (it is counted), well under two of it.
+fn holds_the_future_once(path: &str, per_socket: usize) {
+    assert!(
+        per_socket > PAD,
+        "{path}: {per_socket} bytes, the future is not counted"
+    );
+    assert!(
+        per_socket < PAD + PAD / 2,
+        "{path}: {per_socket} bytes per idle socket for a {PAD}-byte future"
+    );
+}
+
 /// The socket's task is sized for the handler's future once: the upgrade's
 /// state is not kept, nor a second copy of the future (an async block that
 /// awaits a captured future holds it twice). One test function: dhat
@@ -78,15 +90,7 @@ async fn heap_per_idle_socket(addr: std::net::SocketAddr, path: &str) -> usize {
 #[tokio::test]
 async fn an_idle_socket_holds_its_handler_future_once() {
     let addr = serve(UpgradeService::new(padded)).await;
-    let per_socket = heap_per_idle_socket(addr, "/").await;
-    assert!(
-        per_socket > PAD,
-        "{per_socket} bytes: the future is not counted"
-    );
-    assert!(
-        per_socket < PAD + PAD / 2,
-        "upgrade service: {per_socket} bytes per idle socket for a {PAD}-byte future"
-    );
+    holds_the_future_once("upgrade service", heap_per_idle_socket(addr, "/").await);
 
     #[cfg(feature = "axum")]
     {
@@ -99,14 +103,6 @@ async fn an_idle_socket_holds_its_handler_future_once() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        let per_socket = heap_per_idle_socket(addr, "/ws").await;
-        assert!(
-            per_socket > PAD,
-            "{per_socket} bytes: the future is not counted"
-        );
-        assert!(
-            per_socket < PAD + PAD / 2,
-            "axum extractor: {per_socket} bytes per idle socket for a {PAD}-byte future"
-        );
+        holds_the_future_once("axum extractor", heap_per_idle_socket(addr, "/ws").await);
     }
 }

@@ -32,6 +32,7 @@ pub use self::callbacks::{Callbacks, CloseEvent, SendError, Session};
 pub use self::drain::{DEFAULT_DRAIN_TIMEOUT, Drain, DrainReport};
 pub use self::io::ServerIo;
 pub use self::service::{Handler, RequireUpgrade, ResponseFuture, UpgradeService};
+pub(crate) use self::service::{SocketLife, spawn_socket};
 
 /// A server-side WebSocket over an upgraded hyper connection.
 pub type WebSocket = sockeye_proto::WebSocket<ServerIo>;

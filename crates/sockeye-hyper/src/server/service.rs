@@ -15,6 +15,7 @@ use sockeye_proto::handshake::server::is_websocket_request;
 use tower_service::Service;
 use tracing::Instrument;
 
+use super::drain::Registration;
 use super::{Drain, Handshake, SharedUpgrader, Upgrader, WebSocket, draining, observe, rejection};
 use crate::body::{self, Body, BoxError};
 use crate::error::Error;
@@ -248,25 +249,13 @@ where
                 if let Some(registration) = &registration {
                     registration.set_close_handle(socket.close_handle());
                 }
-                let open = observe::SocketOpen::new(transport);
+                let life = SocketLife {
+                    _open: observe::SocketOpen::new(transport),
+                    _registration: registration,
+                    _keep_alive: keep_alive,
+                };
                 tracing::debug!("socket open");
-                let run = handler.call(socket, handshake);
-                // `map`, not an async block around `run.await`: a block
-                // holds a captured future twice (the capture and the
-                // awaited copy), and the task's size, fixed at spawn, is
-                // what an idle socket costs.
-                let task = tokio::spawn(
-                    run.map(move |()| {
-                        tracing::debug!("socket ended");
-                        drop(open);
-                        drop(registration);
-                        drop(keep_alive);
-                    })
-                    .in_current_span(),
-                );
-                if let (Some(drain), Some(id)) = (&drain, slot) {
-                    drain.set_abort(id, task.abort_handle(), true);
-                }
+                spawn_socket(handler.call(socket, handshake), life, drain.as_ref(), slot);
             }
             .instrument(span),
         );
@@ -274,6 +263,37 @@ where
             drain.set_abort(id, upgrade.abort_handle(), false);
         }
         ResponseFuture::ready(response)
+    }
+}
+
+/// What lives as long as a socket beside its handler's future, held for
+/// its drops (in this order, when the future ends): the open-socket gauge,
+/// the drain's slot, and what layers put in the request's extensions (a
+/// socket permit, say).
+pub(crate) struct SocketLife {
+    pub(crate) _open: observe::SocketOpen,
+    pub(crate) _registration: Option<Registration>,
+    pub(crate) _keep_alive: http::Extensions,
+}
+
+/// Spawns a socket's own task, `run` then `life`, in the current span, and
+/// records it in the drain. `map`, not an async block around `run.await`:
+/// a block holds a captured future twice (the capture and the awaited
+/// copy), and the task's size, fixed at spawn, is what an idle socket
+/// costs.
+pub(crate) fn spawn_socket<F>(run: F, life: SocketLife, drain: Option<&Drain>, slot: Option<u64>)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let task = tokio::spawn(
+        run.map(move |()| {
+            tracing::debug!("socket ended");
+            drop(life);
+        })
+        .in_current_span(),
+    );
+    if let (Some(drain), Some(id)) = (drain, slot) {
+        drain.set_abort(id, task.abort_handle(), true);
     }
 }
 
