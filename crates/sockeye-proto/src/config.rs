@@ -38,22 +38,29 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct Config(Arc<Values>);
 
-#[derive(Clone, Debug)]
-struct Values {
-    max_frame_size: usize,
-    max_message_size: usize,
-    max_fragments: usize,
-    write_high_water_mark: usize,
-    auto_fragment_size: Option<usize>,
-    max_header_bytes: usize,
-    max_headers: usize,
-    handshake_timeout: Duration,
-    close_timeout: Duration,
-    keepalive_interval: Option<Duration>,
-    pong_timeout: Duration,
-    idle_timeout: Option<Duration>,
-    accept_unmasked_frames: bool,
+/// The values behind a [`Config`], in a struct of the same name so that
+/// `{:?}` prints `Config { .. }`.
+mod values {
+    use std::time::Duration;
+
+    #[derive(Clone, Debug)]
+    pub(super) struct Config {
+        pub(super) max_frame_size: usize,
+        pub(super) max_message_size: usize,
+        pub(super) max_fragments: usize,
+        pub(super) write_high_water_mark: usize,
+        pub(super) auto_fragment_size: Option<usize>,
+        pub(super) max_header_bytes: usize,
+        pub(super) max_headers: usize,
+        pub(super) handshake_timeout: Duration,
+        pub(super) close_timeout: Duration,
+        pub(super) keepalive_interval: Option<Duration>,
+        pub(super) pong_timeout: Duration,
+        pub(super) idle_timeout: Option<Duration>,
+        pub(super) accept_unmasked_frames: bool,
+    }
 }
+use values::Config as Values;
 
 /// The defaults, allocated once.
 static DEFAULT: LazyLock<Config> = LazyLock::new(|| Config(Arc::new(Values::default())));
@@ -251,5 +258,6 @@ mod tests {
         assert_eq!(copy.max_frame_size(), 1000);
         assert!(Arc::ptr_eq(&Config::default().0, &Config::default().0));
         assert_eq!(std::mem::size_of::<Config>(), std::mem::size_of::<usize>());
+        assert!(format!("{config:?}").starts_with("Config { max_frame_size: 1000,"));
     }
 }
