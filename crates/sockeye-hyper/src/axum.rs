@@ -40,16 +40,14 @@ use axum_core::extract::FromRequestParts;
 use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 use hyper::upgrade::OnUpgrade;
+use sockeye_proto::Config;
 use sockeye_proto::extension::AgreedExtension;
 use sockeye_proto::handshake::server::UpgradeRequest;
-use sockeye_proto::{Config, Connection, Role};
-
-use tracing::Instrument;
 
 use crate::error::Error;
 use crate::server::observe;
 use crate::server::{
-    Drain, ServerIo, SocketLife, Upgrader, WebSocket, draining, rejection, spawn_socket, validate,
+    Drain, Upgrader, Upgrading, WebSocket, draining, rejection, spawn_upgraded, validate,
 };
 
 /// Extracts a WebSocket upgrade request.
@@ -215,52 +213,21 @@ impl WebSocketUpgrade {
             observe::rejected(response.status(), "draining");
             return response.map(Body::new);
         }
-        // Boxed: the task below holds it until hyper hands the connection over.
-        let mut conn = Box::new(Connection::new(
-            Role::Server,
-            self.upgrader.connection_config().clone(),
-        ));
-        if let Some(agreed) = &self.agreed {
-            conn.set_extension(agreed.build());
-        }
         let span = observe::socket_span(self.transport, self.protocol.as_deref(), &self.extensions);
-        let on_upgrade = self.on_upgrade;
-        let keep_alive = self.extensions;
-        let transport = self.transport;
-        let registration = self.drain.as_ref().map(Drain::reserve);
-        let slot = registration.as_ref().map(|r| r.id());
-        let drain = self.drain.clone();
-        // Two tasks, as in `UpgradeService`: this one waits for hyper's
-        // upgrade and ends; the socket's own task, sized when spawned,
-        // holds the callback's future and what lives as long as the
-        // socket, not the room the upgrade needed.
-        let upgrade = tokio::spawn(
-            async move {
-                let upgraded = match on_upgrade.await {
-                    Ok(u) => u,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "websocket upgrade failed after the 101");
-                        return;
-                    }
-                };
-                let (io, read_buf) = ServerIo::new(upgraded);
-                let mut ws = io.websocket(conn, read_buf);
-                if let Some(registration) = &registration {
-                    registration.set_close_handle(ws.close_handle());
-                }
-                let life = SocketLife {
-                    _open: observe::SocketOpen::new(transport),
-                    _registration: registration,
-                    _keep_alive: keep_alive,
-                };
-                tracing::debug!("socket open");
-                spawn_socket(callback(ws), life, drain.as_ref(), slot);
-            }
-            .instrument(span),
+        let upgrading = Upgrading::new(
+            self.on_upgrade,
+            self.upgrader.connection_config(),
+            self.agreed.as_ref(),
+            self.protocol.clone(),
         );
-        if let (Some(drain), Some(id)) = (&self.drain, slot) {
-            drain.set_abort(id, upgrade.abort_handle(), false);
-        }
+        spawn_upgraded(
+            upgrading,
+            self.transport,
+            self.extensions,
+            self.drain.as_ref(),
+            span,
+            callback,
+        );
         self.request
             .response(self.protocol.as_deref(), None)
             .map(|()| Body::empty())

@@ -31,8 +31,9 @@ use crate::error::Error;
 pub use self::callbacks::{Callbacks, CloseEvent, SendError, Session};
 pub use self::drain::{DEFAULT_DRAIN_TIMEOUT, Drain, DrainReport};
 pub use self::io::ServerIo;
+#[cfg(feature = "axum")]
+pub(crate) use self::service::spawn_upgraded;
 pub use self::service::{Handler, RequireUpgrade, ResponseFuture, UpgradeService};
-pub(crate) use self::service::{SocketLife, spawn_socket};
 
 /// A server-side WebSocket over an upgraded hyper connection.
 pub type WebSocket = sockeye_proto::WebSocket<ServerIo>;
@@ -158,19 +159,12 @@ impl Upgrader {
         let protocol = validated
             .select_protocol(self.protocols.iter().map(String::as_str))
             .map(str::to_owned);
-        let mut conn = Connection::new(Role::Server, self.config.clone());
-        if let Some(agreed) = req.extensions().get::<AgreedExtension>() {
-            conn.set_extension(agreed.build());
-        }
+        let agreed = req.extensions().get::<AgreedExtension>().cloned();
         let on_upgrade = hyper::upgrade::on(&mut *req);
         let response = validated
             .response(protocol.as_deref(), None)
             .map(|()| body::empty());
-        let upgrading = Upgrading {
-            on_upgrade,
-            conn: Some(Box::new(conn)),
-            protocol,
-        };
+        let upgrading = Upgrading::new(on_upgrade, &self.config, agreed.as_ref(), protocol);
         Ok((response, upgrading))
     }
 }
@@ -244,6 +238,26 @@ pub struct Upgrading {
 }
 
 impl Upgrading {
+    /// The socket-to-be: its connection (with the extension agreed on, if
+    /// any) waits, boxed, in the upgrade's task until hyper hands the
+    /// connection over.
+    pub(crate) fn new(
+        on_upgrade: OnUpgrade,
+        config: &Config,
+        agreed: Option<&AgreedExtension>,
+        protocol: Option<String>,
+    ) -> Self {
+        let mut conn = Box::new(Connection::new(Role::Server, config.clone()));
+        if let Some(agreed) = agreed {
+            conn.set_extension(agreed.build());
+        }
+        Self {
+            on_upgrade,
+            conn: Some(conn),
+            protocol,
+        }
+    }
+
     /// The subprotocol the 101 selected.
     pub fn protocol(&self) -> Option<&str> {
         self.protocol.as_deref()

@@ -15,8 +15,9 @@ use sockeye_proto::handshake::server::is_websocket_request;
 use tower_service::Service;
 use tracing::Instrument;
 
-use super::drain::Registration;
-use super::{Drain, Handshake, SharedUpgrader, Upgrader, WebSocket, draining, observe, rejection};
+use super::{
+    Drain, Handshake, SharedUpgrader, Upgrader, Upgrading, WebSocket, draining, observe, rejection,
+};
 use crate::body::{self, Body, BoxError};
 use crate::error::Error;
 
@@ -229,71 +230,73 @@ where
         let keep_alive = parts.extensions.clone();
         let handshake = Handshake { parts, protocol };
         let handler = self.handler.clone();
-        let registration = self.drain.as_ref().map(Drain::reserve);
-        let slot = registration.as_ref().map(|r| r.id());
-        let drain = self.drain.clone();
-        // Two tasks: this one waits for the upgrade, then hands the socket
-        // to the socket's own task and ends. A task's size is fixed when it
-        // is spawned, so the socket's task holds only what lives as long
-        // as the socket, not the room the upgrade needed (about 550 bytes
-        // less per idle socket).
-        let upgrade = tokio::spawn(
-            async move {
-                let mut socket = match upgrading.await {
-                    Ok(socket) => socket,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "websocket upgrade failed after the 101");
-                        return;
-                    }
-                };
-                if let Some(registration) = &registration {
-                    registration.set_close_handle(socket.close_handle());
-                }
-                let life = SocketLife {
-                    _open: observe::SocketOpen::new(transport),
-                    _registration: registration,
-                    _keep_alive: keep_alive,
-                };
-                tracing::debug!("socket open");
-                spawn_socket(handler.call(socket, handshake), life, drain.as_ref(), slot);
-            }
-            .instrument(span),
+        spawn_upgraded(
+            upgrading,
+            transport,
+            keep_alive,
+            self.drain.as_ref(),
+            span,
+            move |socket| handler.call(socket, handshake),
         );
-        if let (Some(drain), Some(id)) = (&self.drain, slot) {
-            drain.set_abort(id, upgrade.abort_handle(), false);
-        }
         ResponseFuture::ready(response)
     }
 }
 
-/// What lives as long as a socket beside its handler's future, held for
-/// its drops (in this order, when the future ends): the open-socket gauge,
-/// the drain's slot, and what layers put in the request's extensions (a
-/// socket permit, say).
-pub(crate) struct SocketLife {
-    pub(crate) _open: observe::SocketOpen,
-    pub(crate) _registration: Option<Registration>,
-    pub(crate) _keep_alive: http::Extensions,
-}
-
-/// Spawns a socket's own task, `run` then `life`, in the current span, and
-/// records it in the drain. `map`, not an async block around `run.await`:
-/// a block holds a captured future twice (the capture and the awaited
-/// copy), and the task's size, fixed at spawn, is what an idle socket
-/// costs.
-pub(crate) fn spawn_socket<F>(run: F, life: SocketLife, drain: Option<&Drain>, slot: Option<u64>)
-where
+/// Serves a socket whose 101 is on its way, in two tasks. The first waits
+/// for hyper to hand the connection over, spawns the socket's own task and
+/// ends: a task's size is fixed when it is spawned, so the socket's task
+/// holds only what lives as long as the socket, not the room the upgrade
+/// needed. The socket's task runs `run(socket)`, then drops the
+/// open-socket gauge, the drain's slot and `keep_alive` (what layers put
+/// in the request's extensions: a socket permit lives as long as its
+/// socket). It is `map`, not an async block around `.await`: a block
+/// holds a captured future twice (the capture and the awaited copy).
+pub(crate) fn spawn_upgraded<R, F>(
+    upgrading: Upgrading,
+    transport: &'static str,
+    keep_alive: http::Extensions,
+    drain: Option<&Drain>,
+    span: tracing::Span,
+    run: R,
+) where
+    R: FnOnce(WebSocket) -> F + Send + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    let task = tokio::spawn(
-        run.map(move |()| {
-            tracing::debug!("socket ended");
-            drop(life);
-        })
-        .in_current_span(),
+    let registration = drain.map(Drain::reserve);
+    let slot = registration.as_ref().map(|r| r.id());
+    let socket_drain = drain.cloned();
+    let upgrade = tokio::spawn(
+        async move {
+            let mut socket = match upgrading.await {
+                Ok(socket) => socket,
+                Err(e) => {
+                    tracing::debug!(error = %e, "websocket upgrade failed after the 101");
+                    return;
+                }
+            };
+            if let Some(registration) = &registration {
+                registration.set_close_handle(socket.close_handle());
+            }
+            let open = observe::SocketOpen::new(transport);
+            tracing::debug!("socket open");
+            let task = tokio::spawn(
+                run(socket)
+                    .map(move |()| {
+                        tracing::debug!("socket ended");
+                        drop(open);
+                        drop(registration);
+                        drop(keep_alive);
+                    })
+                    .in_current_span(),
+            );
+            if let (Some(drain), Some(id)) = (&socket_drain, slot) {
+                drain.set_abort(id, task.abort_handle(), true);
+            }
+        }
+        .instrument(span),
     );
     if let (Some(drain), Some(id)) = (drain, slot) {
-        drain.set_abort(id, task.abort_handle(), true);
+        drain.set_abort(id, upgrade.abort_handle(), false);
     }
 }
 
