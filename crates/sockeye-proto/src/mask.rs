@@ -146,12 +146,13 @@ mod tests {
             .map(|i: u32| (i * 7 + 3) as u8)
             .collect();
         let lengths = (0..=2 * WIDE_MIN + 70).chain([4096, (64 << 10) + 37]);
+        let kernels = kernels();
         for len in lengths {
             for start in 0..8 {
                 for offset in 0..4 {
                     let mut want = source[start..start + len].to_vec();
                     apply_mask_bytewise(&mut want, key, offset);
-                    for (name, kernel) in kernels() {
+                    for (name, kernel) in &kernels {
                         let mut got = source[start..start + len].to_vec();
                         kernel(&mut got, key, offset);
                         assert!(
