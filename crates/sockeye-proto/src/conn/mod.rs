@@ -204,6 +204,7 @@ impl Connection {
     }
 
     /// Whether messages are waiting in [`poll_event`](Self::poll_event).
+    #[inline]
     pub fn has_events(&self) -> bool {
         !self.events.is_empty()
     }

@@ -70,10 +70,16 @@ impl CloseHandle {
 }
 
 impl CloseRequest {
-    /// The close frame, if one was asked for and not taken yet. One atomic
-    /// load when there is none: the socket calls this on every poll.
+    /// Whether a close was asked for and not taken yet: one atomic load,
+    /// inlined, as the socket asks on every poll.
+    #[inline]
+    pub(crate) fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Takes the close frame once [`is_pending`](Self::is_pending) said so.
     pub(crate) fn take(&self) -> Option<CloseFrame> {
-        if !self.pending.load(Ordering::Acquire) || !self.pending.swap(false, Ordering::AcqRel) {
+        if !self.pending.swap(false, Ordering::AcqRel) {
             return None;
         }
         self.frame.lock().unwrap_or_else(|e| e.into_inner()).take()
