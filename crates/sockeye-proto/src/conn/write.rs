@@ -20,6 +20,8 @@ use crate::mask::apply_mask;
 const ZERO_COPY_MIN: usize = 4096;
 /// The tail's first allocation after it was released.
 const TAIL_MIN: usize = 4096;
+/// The largest tail allocation (a full tail then joins the queue).
+const TAIL_MAX: usize = 64 << 10;
 
 /// Pending output: frozen chunks in order, then the tail being appended to.
 #[derive(Debug, Default)]
@@ -27,6 +29,11 @@ pub(super) struct OutBuf {
     queue: VecDeque<Bytes>,
     queued: usize,
     tail: BytesMut,
+    /// The first tail allocation after a release (0: [`TAIL_MIN`]): what
+    /// the last burst needed, so that a burst like it fits its first tail.
+    first_tail: u32,
+    /// The most output pending at a write during this burst.
+    peak: u32,
 }
 
 impl OutBuf {
@@ -34,19 +41,47 @@ impl OutBuf {
         self.queued + self.tail.len()
     }
 
-    /// The tail, with room for a burst once it was released: one
-    /// allocation per burst, not one per doubling.
-    fn tail(&mut self) -> &mut BytesMut {
-        if self.tail.capacity() == 0 {
-            self.tail.reserve(TAIL_MIN);
+    /// The tail, with room for `additional` more bytes.
+    ///
+    /// A tail without that room is not grown in place, which would copy
+    /// everything in it (a burst of 16 KiB of 1 KiB replies was copied 28
+    /// KiB over by the doublings from 4 KiB): it joins the queue as a chunk
+    /// of its own, written by the same vectored write, and a new tail of
+    /// twice its size (up to [`TAIL_MAX`]) takes over. After a release the
+    /// first tail is sized for the bursts before (see `first_tail`).
+    #[inline]
+    fn tail_with_room(&mut self, additional: usize) -> &mut BytesMut {
+        if self.tail.capacity() - self.tail.len() < additional {
+            self.make_room(additional);
         }
         &mut self.tail
+    }
+
+    #[inline(never)]
+    fn make_room(&mut self, additional: usize) {
+        if self.tail.is_empty() {
+            let first = (self.first_tail as usize).max(TAIL_MIN);
+            self.tail.reserve(additional.max(first));
+        } else {
+            let next = (2 * self.tail.capacity())
+                .clamp(TAIL_MIN, TAIL_MAX)
+                .max(additional);
+            let full = std::mem::replace(&mut self.tail, BytesMut::with_capacity(next));
+            let full = full.freeze();
+            self.queued += full.len();
+            self.queue.push_back(full);
+        }
+    }
+
+    /// Appends `data` to the tail.
+    pub(super) fn extend(&mut self, data: &[u8]) {
+        self.tail_with_room(data.len()).extend_from_slice(data);
     }
 
     /// Queues `bytes` after everything pending, copying small ones.
     pub(super) fn push_bytes(&mut self, bytes: Bytes) {
         if bytes.len() < ZERO_COPY_MIN {
-            self.tail().extend_from_slice(&bytes);
+            self.extend(&bytes);
             return;
         }
         if !self.tail.is_empty() {
@@ -83,6 +118,10 @@ impl OutBuf {
         if self.len() == 0 {
             self.queue = VecDeque::new();
             self.tail = BytesMut::new();
+            let peak = std::mem::take(&mut self.peak) as usize;
+            if peak > 0 {
+                self.first_tail = peak.next_power_of_two().clamp(TAIL_MIN, TAIL_MAX) as u32;
+            }
         }
     }
 
@@ -92,6 +131,9 @@ impl OutBuf {
     }
 
     pub(super) fn advance(&mut self, mut n: usize) {
+        // What was pending when this write began (at most TAIL_MAX counts).
+        let pending = self.len().min(TAIL_MAX) as u32;
+        self.peak = self.peak.max(pending);
         while n > 0 {
             let Some(front) = self.queue.front_mut() else {
                 break;
@@ -157,18 +199,16 @@ impl Connection {
         let (head, head_len) = header.to_bytes();
         match mask {
             None if payload.len() >= ZERO_COPY_MIN => {
-                self.out.tail().extend_from_slice(&head[..head_len]);
+                self.out.extend(&head[..head_len]);
                 self.out.push_bytes(payload.clone());
             }
             None => {
-                let tail = self.out.tail();
-                tail.reserve(head_len + payload.len());
+                let tail = self.out.tail_with_room(head_len + payload.len());
                 tail.extend_from_slice(&head[..head_len]);
                 tail.extend_from_slice(payload);
             }
             Some(key) => {
-                let tail = self.out.tail();
-                tail.reserve(head_len + payload.len());
+                let tail = self.out.tail_with_room(head_len + payload.len());
                 tail.extend_from_slice(&head[..head_len]);
                 let start = tail.len();
                 tail.extend_from_slice(payload);
@@ -240,9 +280,9 @@ mod tests {
     #[test]
     fn outbuf_keeps_order_across_small_and_large() {
         let mut out = OutBuf::default();
-        out.tail().extend_from_slice(b"ab");
+        out.extend(b"ab");
         out.push_bytes(Bytes::from(vec![b'x'; ZERO_COPY_MIN]));
-        out.tail().extend_from_slice(b"cd");
+        out.extend(b"cd");
         out.push_bytes(Bytes::from_static(b"ef"));
         let all = collect(&out);
         assert_eq!(all.len(), out.len());
@@ -253,5 +293,52 @@ mod tests {
         out.advance(out.len());
         assert_eq!(out.len(), 0);
         assert!(collect(&out).is_empty());
+    }
+
+    /// Bytes once in the output stay where they are until written: a full
+    /// tail is queued, not grown (which would move them), and what leaves
+    /// is still everything, in order.
+    #[test]
+    fn a_burst_is_never_moved_and_stays_in_order() {
+        let mut out = OutBuf::default();
+        let frame = |i: usize| vec![(i % 251) as u8; 1030];
+        out.extend(&frame(0));
+        let first = collect(&out).len();
+        let mut slices = [IoSlice::new(&[]); 1];
+        out.chunks_vectored(&mut slices);
+        let start = slices[0].as_ptr();
+        let mut expected = frame(0);
+        for i in 1..100 {
+            out.extend(&frame(i));
+            expected.extend_from_slice(&frame(i));
+        }
+        assert_eq!(first, 1030);
+        let mut slices = [IoSlice::new(&[]); 64];
+        let n = out.chunks_vectored(&mut slices);
+        assert_eq!(slices[0].as_ptr(), start, "the first bytes moved");
+        // 103 000 bytes in chunks of 4, 8, 16, 32, 64 KiB at most.
+        assert!(n <= 6, "{n} chunks");
+        let all: Vec<u8> = slices[..n].iter().flat_map(|s| s.iter().copied()).collect();
+        assert_eq!(all, expected);
+        assert_eq!(out.len(), expected.len());
+        out.advance(5000);
+        assert_eq!(collect(&out), expected[5000..]);
+        // Written out and released, the next burst like it needs no
+        // second tail: its first one is sized from this burst.
+        out.advance(out.len());
+        out.release_if_empty();
+        for i in 0..60 {
+            out.extend(&frame(i));
+        }
+        let mut again = [IoSlice::new(&[]); 64];
+        assert_eq!(
+            out.chunks_vectored(&mut again),
+            1,
+            "a second tail was needed"
+        );
+        // A frame larger than the next tail gets a tail of its own size.
+        out.extend(&[7u8; 100 << 10]);
+        assert_eq!(out.len(), 60 * 1030 + (100 << 10));
+        assert_eq!(collect(&out).len(), out.len());
     }
 }
