@@ -3,7 +3,8 @@
 //! criterion micro-benchmarks. For the cross-node scenario it starts a
 //! throwaway redis-server and nats-server (installed when missing); for the
 //! fault scenario it installs them when missing (the load binary starts,
-//! kills and restarts its own).
+//! kills and restarts its own); for the instruction counts it installs
+//! valgrind when missing.
 
 use std::io::Read as _;
 use std::net::TcpStream;
@@ -18,6 +19,8 @@ use crate::util::{
 
 /// Where Debian's nats-server package puts the server.
 const NATS_SERVER: &str = "/usr/sbin/nats-server";
+/// Debian's valgrind package, which also has `callgrind_control`.
+const VALGRIND: &str = "/usr/bin/valgrind";
 
 /// `[--quick] [--micro] [--servers a,b] [--scenarios x,y]`
 pub(crate) fn run_bench(args: &[String]) -> Result {
@@ -96,6 +99,16 @@ pub(crate) fn run_bench(args: &[String]) -> Result {
                 println!("warning: no {package} for the fault benchmark: {e}");
             }
         }
+    }
+    if wants_scenario(args, "instructions")
+        && let Err(e) = ensure_binary(
+            VALGRIND,
+            &["valgrind"],
+            "the instruction-count rows run each echo server under callgrind",
+        )
+    {
+        // The load binary shows those rows as failed, with the reason.
+        println!("warning: no valgrind for the instruction counts: {e}");
     }
     cmd.args(passthrough).current_dir(project_root());
     run(&mut cmd)

@@ -27,9 +27,12 @@
 //! node B killed and restarted, node B paused, NATS killed and paused, on
 //! brokers started for it; per publication and subscriber: delivered in
 //! order, recovered, told, or silently missing, see `faults.rs`).
+//! User-space instructions per message of every echo server under
+//! callgrind, free of the VM's noise (`instructions`, see
+//! `instructions.rs`; needs valgrind, which `cargo xtask bench` installs).
 //! Scenario keys for `--scenarios`: `text20`, `bin1k`, `bin64k`, `bin1m`,
-//! `deflate`, `memory`, `latency`, `fanout`, `crossnode`, `http2`, `faults`
-//! (default: all). A raw TCP
+//! `deflate`, `memory`, `latency`, `fanout`, `crossnode`, `http2`, `faults`,
+//! `instructions` (default: all). A raw TCP
 //! echo of the same bytes is the physical ceiling. The generator sends
 //! pre-masked frames and only parses frame headers, so it costs far less
 //! than any server (the TCP row shows its own ceiling).
@@ -47,6 +50,7 @@ mod crossnode;
 mod fanout;
 mod faults;
 mod http2;
+mod instructions;
 
 use sockeye_benches::json_payload;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -971,6 +975,10 @@ async fn run(options: &Options) -> Result<String, BoxError> {
         }
         rows.push(row);
         rows.push(cpu_row);
+    }
+
+    if wants("instructions") {
+        rows.extend(instructions::rows(options.quick, &selected(SERVERS, options)).await);
     }
 
     if wants("memory") {

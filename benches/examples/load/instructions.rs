@@ -1,0 +1,230 @@
+//! Instructions per message (`instructions`): every echo server of the
+//! throughput rows runs under valgrind's callgrind, driven by the same
+//! closed loops (20 B text and 1 KiB binary, 100 connections × 16 in
+//! flight), and the figure is the user-space instructions it executed per
+//! message echoed.
+//!
+//! Unlike a rate or a CPU time on a shared VM, this count does not move
+//! when the host takes the CPU away: the same binaries on the same input
+//! give the same figure to within a few tenths of a percent, so a change of
+//! 2 % shows. What it leaves out: the kernel (the TCP stack, about half of
+//! every server's CPU time on small messages, and the same work for all of
+//! them), cache misses and branch mispredictions. Valgrind offers no
+//! AVX-512, so code that picks its SIMD kernel at run time takes its AVX2
+//! path here; glibc's copies are kept off `rep movsb` (see
+//! [`NO_REP_STRINGS`]).
+//!
+//! Counting covers a window after a warmup: `callgrind_control --zero` at
+//! its start, `--dump` at its end, and the count is the dump's total ÷ the
+//! messages echoed between the two. The generator waits while each
+//! command runs, so the only messages on the boundary are those in flight
+//! (at most 1 600, under 1 % of a window's); handshakes and start-up are
+//! outside the window.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::{BoxError, Row, Server, Shared, Target, bin_dir, client_frame, closed_loop, launch};
+
+/// The scenarios counted: (key, title, payload, text).
+fn cases() -> [(&'static str, &'static str, Vec<u8>, bool); 2] {
+    [
+        (
+            "text20",
+            "20 B text, 100 conns × 16 in flight",
+            vec![b'x'; 20],
+            true,
+        ),
+        (
+            "bin1k",
+            "1 KiB binary, 100 conns × 16 in flight",
+            vec![0xAB; 1024],
+            false,
+        ),
+    ]
+}
+
+/// glibc's memcpy and memset switch to `rep movsb` / `rep stosb` from 2
+/// KiB on, and valgrind counts those one instruction per byte (a 16 KiB
+/// read copied once counted 16 000); with the thresholds out of reach
+/// they use their vector loops at every size, counted like any other code.
+const NO_REP_STRINGS: &str = "glibc.cpu.x86_rep_movsb_threshold=0xffffffffffffffff:\
+                              glibc.cpu.x86_rep_stosb_threshold=0xffffffffffffffff";
+
+const CONNS: usize = 100;
+const IN_FLIGHT: usize = 16;
+
+/// One row per case, for `servers`.
+pub(crate) async fn rows(quick: bool, servers: &[&Server]) -> Vec<Row> {
+    // Under callgrind a server runs some 50 times slower: longer windows
+    // than the throughput rows' for as many messages.
+    let (warmup, window) = if quick {
+        (Duration::from_secs(2), Duration::from_secs(3))
+    } else {
+        (Duration::from_secs(3), Duration::from_secs(6))
+    };
+    let dir = std::env::temp_dir().join(format!("sockeye-callgrind-{}", std::process::id()));
+    let mut rows = Vec::new();
+    for (key, title, payload, text) in cases() {
+        let mut row = Row {
+            title: format!("{title}: user-space instructions per message (callgrind)"),
+            unit: "instructions",
+            higher_better: false,
+            values: Vec::new(),
+        };
+        let frame = client_frame(if text { 0x1 } else { 0x2 }, &payload, false);
+        for server in servers {
+            eprint!("{:<24} {key:<8} instructions ... ", server.name);
+            let out = dir.join(format!("{}-{key}.out", slug(server.name)));
+            match count(server, &frame, &out, warmup, window).await {
+                Ok(per_msg) => {
+                    eprintln!("{per_msg:.0} per message");
+                    row.values.push((
+                        server.name,
+                        server.ours,
+                        Some(per_msg),
+                        format!("{per_msg:.0}"),
+                    ));
+                }
+                Err(e) => {
+                    eprintln!("failed: {e}");
+                    row.values
+                        .push((server.name, server.ours, None, "failed".to_owned()));
+                }
+            }
+        }
+        rows.push(row);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    rows
+}
+
+/// A file name for a server's name.
+fn slug(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+/// Runs `server` under callgrind with the closed loops sending `frame`;
+/// returns instructions per message over `window`.
+async fn count(
+    server: &Server,
+    frame: &[u8],
+    out: &Path,
+    warmup: Duration,
+    window: Duration,
+) -> Result<f64, BoxError> {
+    std::fs::create_dir_all(out.parent().ok_or("no parent")?)?;
+    let program = bin_dir().join(server.program);
+    let out_flag = format!("--callgrind-out-file={}", out.display());
+    let pre = [
+        "--tool=callgrind",
+        out_flag.as_str(),
+        program.to_str().ok_or("program path is not UTF-8")?,
+    ];
+    let tunables = Path::new(NO_REP_STRINGS);
+    let env = [("GLIBC_TUNABLES", tunables)];
+    let running = launch(server.name, Path::new("valgrind"), &pre, server.args, &env)?;
+    let pid = running.child.id();
+    let shared = Rc::new(Shared {
+        delivered: std::cell::Cell::new(0),
+        stop: std::cell::Cell::new(false),
+        errors: std::cell::RefCell::new(Vec::new()),
+    });
+    let target = Target {
+        addr: running.addr.clone(),
+        websocket: server.websocket,
+        deflate: false,
+        path: "/",
+        h2: None,
+    };
+    let frame = Rc::new(frame.to_vec());
+    let tasks: Vec<_> = (0..CONNS)
+        .map(|_| {
+            tokio::task::spawn_local(closed_loop(
+                target.clone(),
+                Rc::clone(&frame),
+                IN_FLIGHT,
+                Rc::clone(&shared),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(warmup).await;
+    // Blocking on purpose: the loops wait while the command runs.
+    control(pid, "--zero")?;
+    let start = shared.delivered.get();
+    tokio::time::sleep(window).await;
+    let end = shared.delivered.get();
+    control(pid, "--dump")?;
+    shared.stop.set(true);
+    for t in tasks {
+        t.abort();
+    }
+    drop(running);
+    if let Some(e) = shared.errors.borrow().first() {
+        return Err(format!("{} error(s), first: {e}", shared.errors.borrow().len()).into());
+    }
+    let messages = end - start;
+    if messages == 0 {
+        return Err("no message was echoed in the window".into());
+    }
+    let dump = first_dump(out);
+    let text = std::fs::read_to_string(&dump)
+        .map_err(|e| format!("cannot read {}: {e}", dump.display()))?;
+    let total = dump_total(&text).ok_or("no `totals:` line in the dump")?;
+    Ok(total as f64 / messages as f64)
+}
+
+/// `callgrind_control OP PID`.
+fn control(pid: u32, op: &str) -> Result<(), BoxError> {
+    let status = Command::new("callgrind_control")
+        .args([op, &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run callgrind_control: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("callgrind_control {op} {pid} failed: {status}").into())
+    }
+}
+
+/// Callgrind names the first dump of `--callgrind-out-file=F` `F.1`.
+fn first_dump(out: &Path) -> PathBuf {
+    let mut name = out.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
+}
+
+/// The event total of a callgrind dump (its `totals:` line; `summary:` in
+/// older formats). With the default event set that is instructions.
+fn dump_total(text: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let rest = line
+            .strip_prefix("totals:")
+            .or_else(|| line.strip_prefix("summary:"))?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_total_of_a_dump() {
+        let dump = "version: 1\ncreator: callgrind-3.19.0\nevents: Ir\n\nfn=(1) main\n16 3\n\ntotals: 946\n";
+        assert_eq!(dump_total(dump), Some(946));
+        assert_eq!(dump_total("summary: 12 0\n"), Some(12));
+        assert_eq!(dump_total("events: Ir\n"), None);
+        assert_eq!(
+            first_dump(Path::new("/tmp/x/a.out")),
+            PathBuf::from("/tmp/x/a.out.1")
+        );
+        assert_eq!(slug("sockeye (raw)"), "sockeye--raw-");
+    }
+}
