@@ -30,10 +30,12 @@ pub(super) struct OutBuf {
     queued: usize,
     tail: BytesMut,
     /// The first tail allocation after a release (0: [`TAIL_MIN`]): what
-    /// the last burst needed, so that a burst like it fits its first tail.
+    /// the last burst copied into tails, so that a burst like it fits its
+    /// first tail. Payloads queued by reference do not count: a burst of
+    /// 64 KiB frames needs a tail for their headers only.
     first_tail: u32,
-    /// The most output pending at a write during this burst.
-    peak: u32,
+    /// Bytes copied into tails since the last release.
+    tail_bytes: u32,
 }
 
 impl OutBuf {
@@ -51,6 +53,9 @@ impl OutBuf {
     /// first tail is sized for the bursts before (see `first_tail`).
     #[inline]
     fn tail_with_room(&mut self, additional: usize) -> &mut BytesMut {
+        self.tail_bytes = self
+            .tail_bytes
+            .saturating_add(u32::try_from(additional).unwrap_or(u32::MAX));
         if self.tail.capacity() - self.tail.len() < additional {
             self.make_room(additional);
         }
@@ -118,9 +123,9 @@ impl OutBuf {
         if self.len() == 0 {
             self.queue = VecDeque::new();
             self.tail = BytesMut::new();
-            let peak = std::mem::take(&mut self.peak) as usize;
-            if peak > 0 {
-                self.first_tail = peak.next_power_of_two().clamp(TAIL_MIN, TAIL_MAX) as u32;
+            let used = std::mem::take(&mut self.tail_bytes) as usize;
+            if used > 0 {
+                self.first_tail = used.next_power_of_two().clamp(TAIL_MIN, TAIL_MAX) as u32;
             }
         }
     }
@@ -131,9 +136,6 @@ impl OutBuf {
     }
 
     pub(super) fn advance(&mut self, mut n: usize) {
-        // What was pending when this write began (at most TAIL_MAX counts).
-        let pending = self.len().min(TAIL_MAX) as u32;
-        self.peak = self.peak.max(pending);
         while n > 0 {
             let Some(front) = self.queue.front_mut() else {
                 break;
@@ -336,6 +338,16 @@ mod tests {
             1,
             "a second tail was needed"
         );
+        // Large payloads queued by reference do not size the next tail.
+        let mut big = OutBuf::default();
+        for _ in 0..8 {
+            big.extend(&[0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+            big.push_bytes(Bytes::from(vec![1u8; 64 << 10]));
+        }
+        big.advance(big.len());
+        big.release_if_empty();
+        big.extend(b"ab");
+        assert_eq!(big.tail.capacity(), TAIL_MIN);
         // A frame larger than the next tail gets a tail of its own size.
         out.extend(&[7u8; 100 << 10]);
         assert_eq!(out.len(), 60 * 1030 + (100 << 10));
