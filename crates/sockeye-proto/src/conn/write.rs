@@ -71,11 +71,17 @@ impl OutBuf {
             let next = (2 * self.tail.capacity())
                 .clamp(TAIL_MIN, TAIL_MAX)
                 .max(additional);
-            let full = std::mem::replace(&mut self.tail, BytesMut::with_capacity(next));
-            let full = full.freeze();
-            self.queued += full.len();
-            self.queue.push_back(full);
+            self.seal_tail();
+            // The sealed bytes keep the old allocation: this takes a new one.
+            self.tail.reserve(next);
         }
+    }
+
+    /// Queues what the tail holds as a chunk of its own, without a copy.
+    fn seal_tail(&mut self) {
+        let chunk = self.tail.split().freeze();
+        self.queued += chunk.len();
+        self.queue.push_back(chunk);
     }
 
     /// Appends `data` to the tail.
@@ -90,9 +96,7 @@ impl OutBuf {
             return;
         }
         if !self.tail.is_empty() {
-            let head = self.tail.split().freeze();
-            self.queued += head.len();
-            self.queue.push_back(head);
+            self.seal_tail();
         }
         self.queued += bytes.len();
         self.queue.push_back(bytes);

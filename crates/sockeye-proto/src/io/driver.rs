@@ -330,11 +330,7 @@ where
         wcx: &mut Context<'_>,
     ) -> Poll<Option<Result<Message, Error>>> {
         loop {
-            // `has_events` inlines; `poll_event` is a call, which a message
-            // read from the buffer would otherwise pay twice.
-            if self.conn.has_events()
-                && let Some(message) = self.conn.poll_event()
-            {
+            if let Some(message) = self.conn.poll_event() {
                 return Poll::Ready(Some(Ok(message)));
             }
             if self.done {
