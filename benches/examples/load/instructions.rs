@@ -23,28 +23,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::rc::Rc;
 use std::time::Duration;
 
-use crate::{BoxError, Row, Server, Shared, Target, bin_dir, client_frame, closed_loop, launch};
+use crate::{
+    BoxError, Row, Scenario, Server, Target, bin_dir, client_frame, launch, measured_window,
+    scenarios,
+};
 
-/// The scenarios counted: (key, title, payload, text).
-fn cases() -> [(&'static str, &'static str, Vec<u8>, bool); 2] {
-    [
-        (
-            "text20",
-            "20 B text, 100 conns × 16 in flight",
-            vec![b'x'; 20],
-            true,
-        ),
-        (
-            "bin1k",
-            "1 KiB binary, 100 conns × 16 in flight",
-            vec![0xAB; 1024],
-            false,
-        ),
-    ]
-}
+/// The throughput scenarios counted.
+const COUNTED: [&str; 2] = ["text20", "bin1k"];
 
 /// glibc's memcpy and memset switch to `rep movsb` / `rep stosb` from 2
 /// KiB on, and valgrind counts those one instruction per byte (a 16 KiB
@@ -52,9 +39,6 @@ fn cases() -> [(&'static str, &'static str, Vec<u8>, bool); 2] {
 /// they use their vector loops at every size, counted like any other code.
 const NO_REP_STRINGS: &str = "glibc.cpu.x86_rep_movsb_threshold=0xffffffffffffffff:\
                               glibc.cpu.x86_rep_stosb_threshold=0xffffffffffffffff";
-
-const CONNS: usize = 100;
-const IN_FLIGHT: usize = 16;
 
 /// One row per case, for `servers`.
 pub(crate) async fn rows(quick: bool, servers: &[&Server]) -> Vec<Row> {
@@ -67,18 +51,23 @@ pub(crate) async fn rows(quick: bool, servers: &[&Server]) -> Vec<Row> {
     };
     let dir = std::env::temp_dir().join(format!("sockeye-callgrind-{}", std::process::id()));
     let mut rows = Vec::new();
-    for (key, title, payload, text) in cases() {
+    for sc in scenarios()
+        .into_iter()
+        .filter(|sc| COUNTED.contains(&sc.key))
+    {
         let mut row = Row {
-            title: format!("{title}: user-space instructions per message (callgrind)"),
+            title: format!(
+                "{}: user-space instructions per message (callgrind)",
+                sc.title
+            ),
             unit: "instructions",
             higher_better: false,
             values: Vec::new(),
         };
-        let frame = client_frame(if text { 0x1 } else { 0x2 }, &payload, false);
         for server in servers {
-            eprint!("{:<24} {key:<8} instructions ... ", server.name);
-            let out = dir.join(format!("{}-{key}.out", slug(server.name)));
-            match count(server, &frame, &out, warmup, window).await {
+            eprint!("{:<24} {:<8} instructions ... ", server.name, sc.key);
+            let out = dir.join(format!("{}-{}.out", slug(server.name), sc.key));
+            match count(server, &sc, &out, (warmup, window)).await {
                 Ok(per_msg) => {
                     eprintln!("{per_msg:.0} per message");
                     row.values.push((
@@ -108,14 +97,13 @@ fn slug(name: &str) -> String {
         .collect()
 }
 
-/// Runs `server` under callgrind with the closed loops sending `frame`;
-/// returns instructions per message over `window`.
+/// Runs `server` under callgrind with the closed loops of `sc`; returns
+/// instructions per message over the measured window.
 async fn count(
     server: &Server,
-    frame: &[u8],
+    sc: &Scenario,
     out: &Path,
-    warmup: Duration,
-    window: Duration,
+    window: (Duration, Duration),
 ) -> Result<f64, BoxError> {
     std::fs::create_dir_all(out.parent().ok_or("no parent")?)?;
     let program = bin_dir().join(server.program);
@@ -125,15 +113,9 @@ async fn count(
         out_flag.as_str(),
         program.to_str().ok_or("program path is not UTF-8")?,
     ];
-    let tunables = Path::new(NO_REP_STRINGS);
-    let env = [("GLIBC_TUNABLES", tunables)];
+    let env = [("GLIBC_TUNABLES", Path::new(NO_REP_STRINGS))];
     let running = launch(server.name, Path::new("valgrind"), &pre, server.args, &env)?;
     let pid = running.child.id();
-    let shared = Rc::new(Shared {
-        delivered: std::cell::Cell::new(0),
-        stop: std::cell::Cell::new(false),
-        errors: std::cell::RefCell::new(Vec::new()),
-    });
     let target = Target {
         addr: running.addr.clone(),
         websocket: server.websocket,
@@ -141,41 +123,29 @@ async fn count(
         path: "/",
         h2: None,
     };
-    let frame = Rc::new(frame.to_vec());
-    let tasks: Vec<_> = (0..CONNS)
-        .map(|_| {
-            tokio::task::spawn_local(closed_loop(
-                target.clone(),
-                Rc::clone(&frame),
-                IN_FLIGHT,
-                Rc::clone(&shared),
-            ))
-        })
-        .collect();
-    tokio::time::sleep(warmup).await;
-    // Blocking on purpose: the loops wait while the command runs.
-    control(pid, "--zero")?;
-    let start = shared.delivered.get();
-    tokio::time::sleep(window).await;
-    let end = shared.delivered.get();
-    control(pid, "--dump")?;
-    shared.stop.set(true);
-    for t in tasks {
-        t.abort();
-    }
+    let frame = client_frame(if sc.text { 0x1 } else { 0x2 }, &sc.payload, false);
+    let targets = vec![target; sc.conns];
+    // Blocking on purpose: the loops wait while each command runs.
+    let w = measured_window(
+        &targets,
+        frame,
+        sc.in_flight,
+        window,
+        || control(pid, "--zero"),
+        || control(pid, "--dump"),
+    )
+    .await?;
     drop(running);
-    if let Some(e) = shared.errors.borrow().first() {
-        return Err(format!("{} error(s), first: {e}", shared.errors.borrow().len()).into());
-    }
-    let messages = end - start;
-    if messages == 0 {
+    w.at_start?;
+    w.at_end?;
+    if w.delivered == 0 {
         return Err("no message was echoed in the window".into());
     }
     let dump = first_dump(out);
     let text = std::fs::read_to_string(&dump)
         .map_err(|e| format!("cannot read {}: {e}", dump.display()))?;
     let total = dump_total(&text).ok_or("no `totals:` line in the dump")?;
-    Ok(total as f64 / messages as f64)
+    Ok(total as f64 / w.delivered as f64)
 }
 
 /// `callgrind_control OP PID`.

@@ -548,8 +548,51 @@ async fn throughput_of(
     frame: Vec<u8>,
     payload_len: usize,
     in_flight: usize,
-    (warmup, duration): (Duration, Duration),
+    window: (Duration, Duration),
 ) -> Result<Throughput, BoxError> {
+    let w = measured_window(
+        targets,
+        frame,
+        in_flight,
+        window,
+        || cpu_seconds(server_pid),
+        || cpu_seconds(server_pid),
+    )
+    .await?;
+    let delivered = w.delivered as f64;
+    let msgs = delivered / w.elapsed.as_secs_f64();
+    let cpu_us_per_msg = match (w.at_start, w.at_end) {
+        (Some(a), Some(b)) if delivered > 0.0 => Some((b - a) * 1e6 / delivered),
+        _ => None,
+    };
+    Ok(Throughput {
+        msgs_per_sec: msgs,
+        bytes_per_sec: msgs * payload_len as f64,
+        cpu_us_per_msg,
+    })
+}
+
+/// What [`measured_window`] saw.
+struct Window<T> {
+    /// Messages echoed in the window.
+    delivered: u64,
+    elapsed: Duration,
+    /// What the hooks returned at its start and its end.
+    at_start: T,
+    at_end: T,
+}
+
+/// Runs one closed loop per target for `warmup + duration` and counts the
+/// messages echoed in the measured window, calling `at_start` as it opens
+/// (before the count is read) and `at_end` as it closes (after).
+async fn measured_window<T>(
+    targets: &[Target],
+    frame: Vec<u8>,
+    in_flight: usize,
+    (warmup, duration): (Duration, Duration),
+    at_start: impl FnOnce() -> T,
+    at_end: impl FnOnce() -> T,
+) -> Result<Window<T>, BoxError> {
     let shared = Rc::new(Shared {
         delivered: Cell::new(0),
         stop: Cell::new(false),
@@ -566,11 +609,11 @@ async fn throughput_of(
         )));
     }
     tokio::time::sleep(warmup).await;
+    let first = at_start();
     let (start_count, start) = (shared.delivered.get(), Instant::now());
-    let cpu_start = cpu_seconds(server_pid);
     tokio::time::sleep(duration).await;
     let (end_count, elapsed) = (shared.delivered.get(), start.elapsed());
-    let cpu_end = cpu_seconds(server_pid);
+    let last = at_end();
     shared.stop.set(true);
     for t in tasks {
         t.abort();
@@ -578,16 +621,11 @@ async fn throughput_of(
     if let Some(e) = shared.errors.borrow().first() {
         return Err(format!("{} error(s), first: {e}", shared.errors.borrow().len()).into());
     }
-    let delivered = (end_count - start_count) as f64;
-    let msgs = delivered / elapsed.as_secs_f64();
-    let cpu_us_per_msg = match (cpu_start, cpu_end) {
-        (Some(a), Some(b)) if delivered > 0.0 => Some((b - a) * 1e6 / delivered),
-        _ => None,
-    };
-    Ok(Throughput {
-        msgs_per_sec: msgs,
-        bytes_per_sec: msgs * payload_len as f64,
-        cpu_us_per_msg,
+    Ok(Window {
+        delivered: end_count - start_count,
+        elapsed,
+        at_start: first,
+        at_end: last,
     })
 }
 
