@@ -1,8 +1,15 @@
 //! Instructions per message (`instructions`): every echo server of the
 //! throughput rows runs under valgrind's callgrind, driven by the same
 //! closed loops (20 B text and 1 KiB binary, 100 connections × 16 in
-//! flight), and the figure is the user-space instructions it executed per
-//! message echoed.
+//! flight; 64 KiB binary, 10 connections × 4), and the figure is the
+//! user-space instructions it executed per message echoed.
+//!
+//! The 64 KiB row says where a large message's time goes: the payload's
+//! copies in and out of the kernel are kernel time (the raw TCP echo does
+//! no other work), so what a WebSocket server adds in user space is
+//! unmasking and any copy of its own, and a server that spends fewer
+//! instructions here but more CPU time per message than a peer loses the
+//! difference in the kernel (system calls per message, page faults).
 //!
 //! Unlike a rate or a CPU time on a shared VM, this count does not move
 //! when the host takes the CPU away: the same binaries on the same input
@@ -20,6 +27,10 @@
 //! command runs, so the only messages on the boundary are those in flight
 //! (at most 1 600, under 1 % of a window's); handshakes and start-up are
 //! outside the window.
+//!
+//! The dumps are deleted afterwards; with `SOCKEYE_KEEP_CALLGRIND` set in
+//! the environment they are kept (the path is printed) for
+//! `callgrind_annotate`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -31,7 +42,7 @@ use crate::{
 };
 
 /// The throughput scenarios counted.
-const COUNTED: [&str; 2] = ["text20", "bin1k"];
+const COUNTED: [&str; 3] = ["text20", "bin1k", "bin64k"];
 
 /// glibc's memcpy and memset switch to `rep movsb` / `rep stosb` from 2
 /// KiB on, and valgrind counts those one instruction per byte (a 16 KiB
@@ -86,7 +97,11 @@ pub(crate) async fn rows(quick: bool, servers: &[&Server]) -> Vec<Row> {
         }
         rows.push(row);
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("SOCKEYE_KEEP_CALLGRIND").is_some() {
+        eprintln!("callgrind dumps kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     rows
 }
 
