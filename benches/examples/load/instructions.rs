@@ -28,9 +28,8 @@
 //! (at most 1 600, under 1 % of a window's); handshakes and start-up are
 //! outside the window.
 //!
-//! The dumps are deleted afterwards; with `SOCKEYE_KEEP_CALLGRIND` set in
-//! the environment they are kept (the path is printed) for
-//! `callgrind_annotate`.
+//! The dumps go to a temporary directory, deleted afterwards; with
+//! `--callgrind-dir DIR` they go to DIR and stay, for `callgrind_annotate`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -51,8 +50,9 @@ const COUNTED: [&str; 3] = ["text20", "bin1k", "bin64k"];
 const NO_REP_STRINGS: &str = "glibc.cpu.x86_rep_movsb_threshold=0xffffffffffffffff:\
                               glibc.cpu.x86_rep_stosb_threshold=0xffffffffffffffff";
 
-/// One row per case, for `servers`.
-pub(crate) async fn rows(quick: bool, servers: &[&Server]) -> Vec<Row> {
+/// One row per case, for `servers`; the dumps are kept in `keep_in` if
+/// given.
+pub(crate) async fn rows(quick: bool, servers: &[&Server], keep_in: Option<&Path>) -> Vec<Row> {
     // Under callgrind a server runs some 50 times slower: longer windows
     // than the throughput rows' for as many messages.
     let (warmup, window) = if quick {
@@ -60,7 +60,10 @@ pub(crate) async fn rows(quick: bool, servers: &[&Server]) -> Vec<Row> {
     } else {
         (Duration::from_secs(3), Duration::from_secs(6))
     };
-    let dir = std::env::temp_dir().join(format!("sockeye-callgrind-{}", std::process::id()));
+    let dir = keep_in.map_or_else(
+        || std::env::temp_dir().join(format!("sockeye-callgrind-{}", std::process::id())),
+        Path::to_path_buf,
+    );
     let mut rows = Vec::new();
     for sc in scenarios()
         .into_iter()
@@ -97,9 +100,7 @@ pub(crate) async fn rows(quick: bool, servers: &[&Server]) -> Vec<Row> {
         }
         rows.push(row);
     }
-    if std::env::var_os("SOCKEYE_KEEP_CALLGRIND").is_some() {
-        eprintln!("callgrind dumps kept in {}", dir.display());
-    } else {
+    if keep_in.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     rows

@@ -7,6 +7,7 @@
 //! target/release/examples/load [--quick] [--out DIR] [--servers a,b] [--scenarios x,y]
 //!     [--node-modules DIR] [--latency-rate MSGS_PER_SEC]
 //!     [--redis-url redis://HOST:PORT] [--nats-url nats://HOST:PORT]
+//!     [--callgrind-dir DIR]
 //! ```
 //!
 //! Scenarios: 20-byte text and 1 KiB binary with 100 connections and 16
@@ -766,6 +767,9 @@ struct Options {
     /// are not installed).
     redis_url: Option<String>,
     nats_url: Option<String>,
+    /// Where the instruction rows write their callgrind dumps and keep
+    /// them (default: a temporary directory, removed afterwards).
+    callgrind_dir: Option<PathBuf>,
 }
 
 fn parse_options() -> Options {
@@ -785,6 +789,7 @@ fn parse_options() -> Options {
         latency_rate: value("--latency-rate").and_then(|r| r.parse().ok()),
         redis_url: value("--redis-url"),
         nats_url: value("--nats-url"),
+        callgrind_dir: value("--callgrind-dir").map(PathBuf::from),
     }
 }
 
@@ -1016,7 +1021,14 @@ async fn run(options: &Options) -> Result<String, BoxError> {
     }
 
     if wants("instructions") {
-        rows.extend(instructions::rows(options.quick, &selected(SERVERS, options)).await);
+        rows.extend(
+            instructions::rows(
+                options.quick,
+                &selected(SERVERS, options),
+                options.callgrind_dir.as_deref(),
+            )
+            .await,
+        );
     }
 
     if wants("memory") {
