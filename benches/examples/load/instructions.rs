@@ -2,7 +2,9 @@
 //! throughput rows runs under valgrind's callgrind, driven by the same
 //! closed loops (20 B text and 1 KiB binary, 100 connections × 16 in
 //! flight; 64 KiB binary, 10 connections × 4), and the figure is the
-//! user-space instructions it executed per message echoed.
+//! user-space instructions it executed per message echoed. sockeye's two
+//! servers run a second time with `--metrics` (the Prometheus recorder
+//! installed): the difference is what its `sockeye_*` counters cost.
 //!
 //! The 64 KiB row says where a large message's time goes: the payload's
 //! copies in and out of the kernel are kernel time (the raw TCP echo does

@@ -133,6 +133,26 @@ const SERVERS: &[Server] = &[
     },
 ];
 
+/// sockeye with the Prometheus recorder installed (`--metrics`, on a port
+/// of its own): counted in the instructions rows only, beside the same
+/// servers without it, so the cost of the `sockeye_*` counters shows.
+const METRICS_SERVERS: &[Server] = &[
+    Server {
+        name: "sockeye (hyper, --metrics)",
+        program: "echo_server",
+        args: &["--threads", "1", "--metrics", "127.0.0.1:0"],
+        websocket: true,
+        ours: true,
+    },
+    Server {
+        name: "sockeye (raw, --metrics)",
+        program: "echo_server",
+        args: &["--threads", "1", "--raw", "--metrics", "127.0.0.1:0"],
+        websocket: true,
+        ours: true,
+    },
+];
+
 const DEFLATE_SERVERS: &[Server] = &[
     Server {
         name: "sockeye (hyper)",
@@ -1021,13 +1041,10 @@ async fn run(options: &Options) -> Result<String, BoxError> {
     }
 
     if wants("instructions") {
+        let mut servers = selected(SERVERS, options);
+        servers.extend(selected(METRICS_SERVERS, options));
         rows.extend(
-            instructions::rows(
-                options.quick,
-                &selected(SERVERS, options),
-                options.callgrind_dir.as_deref(),
-            )
-            .await,
+            instructions::rows(options.quick, &servers, options.callgrind_dir.as_deref()).await,
         );
     }
 

@@ -58,8 +58,15 @@
 //! stays bounded. No label carries a peer address or a close reason.
 //!
 //! Each connection registers its message and byte counters when it is
-//! made and keeps the handles, so a message costs two increments and no
-//! lookup; without the feature nothing is compiled in.
+//! made and keeps the handles, so a message costs no lookup. It counts in
+//! plain integers and adds to the counters (atomics shared by every
+//! connection with the same labels) in batches: when a `WebSocket` waits
+//! for input or finishes a flush, every 64 messages, when its stream ends
+//! and when it is dropped; a sans-IO [`Connection`] publishes in
+//! [`Connection::release_idle_memory`], every 64 messages and on drop. A
+//! socket that is waiting therefore shows every message it handled, and a
+//! burst of messages costs a few atomic increments instead of two per
+//! message. Without the feature nothing is compiled in.
 //!
 //! ## Tracing
 //!

@@ -3,7 +3,9 @@
 //! the list is in the [crate docs](crate#metrics)).
 //!
 //! A connection registers its traffic counters once, when it is made, and
-//! keeps the handles: a message costs an increment, not a lookup.
+//! keeps the handles: a message costs no lookup. It counts messages and
+//! bytes in plain integers and adds them to the counters in batches (see
+//! [`Traffic`]).
 
 #[cfg(feature = "metrics")]
 use metrics::Counter;
@@ -30,17 +32,44 @@ pub(crate) fn role_label(role: Role) -> &'static str {
     }
 }
 
-/// One connection's message and payload-byte counters.
+/// Counts a connection holds back at most before it publishes them (a
+/// socket that never waits still shows its traffic every this many
+/// messages).
+#[cfg(feature = "metrics")]
+const PUBLISH_EVERY: u32 = 64;
+
+/// One connection's message and payload-byte counters, and the counts not
+/// yet added to them.
+///
+/// A message adds to plain integers here; the counters (atomics that every
+/// connection of the process shares, one per label set) are incremented
+/// once per batch: when the driver waits for input or finishes a flush
+/// ([`publish`](Self::publish)), every [`PUBLISH_EVERY`] messages, and
+/// when the connection is dropped. So a burst of messages costs a handful
+/// of atomic increments, not two per message, and a socket that waits
+/// shows every message it had.
 #[cfg(feature = "metrics")]
 #[derive(Debug)]
 pub(crate) struct Traffic {
-    text_in: Counter,
-    binary_in: Counter,
-    bytes_in: Counter,
-    text_out: Counter,
-    binary_out: Counter,
-    bytes_out: Counter,
+    /// Messages in, by kind (text, binary), then out.
+    messages: [Counter; 4],
+    /// Payload bytes in, then out.
+    bytes: [Counter; 2],
+    pending_messages: [u32; 4],
+    pending_bytes: [u64; 2],
+    /// Messages counted in `pending_*` (the batch's size).
+    unpublished: u32,
 }
+
+/// Slots of [`Traffic`]'s message counters.
+#[cfg(feature = "metrics")]
+const TEXT_IN: usize = 0;
+#[cfg(feature = "metrics")]
+const BINARY_IN: usize = 1;
+#[cfg(feature = "metrics")]
+const TEXT_OUT: usize = 2;
+#[cfg(feature = "metrics")]
+const BINARY_OUT: usize = 3;
 
 #[cfg(feature = "metrics")]
 impl Traffic {
@@ -49,36 +78,79 @@ impl Traffic {
         let messages = |direction: &'static str, kind: &'static str| metrics::counter!(MESSAGES, "role" => role, "direction" => direction, "kind" => kind);
         let bytes = |direction: &'static str| metrics::counter!(BYTES, "role" => role, "direction" => direction);
         Self {
-            text_in: messages("in", "text"),
-            binary_in: messages("in", "binary"),
-            bytes_in: bytes("in"),
-            text_out: messages("out", "text"),
-            binary_out: messages("out", "binary"),
-            bytes_out: bytes("out"),
+            messages: [
+                messages("in", "text"),
+                messages("in", "binary"),
+                messages("out", "text"),
+                messages("out", "binary"),
+            ],
+            bytes: [bytes("in"), bytes("out")],
+            pending_messages: [0; 4],
+            pending_bytes: [0; 2],
+            unpublished: 0,
         }
     }
 
     /// A message handed to the application (control messages are not
     /// counted).
-    pub(crate) fn received(&self, message: &Message) {
-        let (counter, len) = match message {
-            Message::Text(text) => (&self.text_in, text.len()),
-            Message::Binary(data) => (&self.binary_in, data.len()),
-            _ => return,
-        };
-        counter.increment(1);
-        self.bytes_in.increment(len as u64);
+    pub(crate) fn received(&mut self, message: &Message) {
+        match message {
+            Message::Text(text) => self.add(TEXT_IN, text.len()),
+            Message::Binary(data) => self.add(BINARY_IN, data.len()),
+            _ => {}
+        }
     }
 
     /// A data message of `len` payload bytes queued by the application.
-    pub(crate) fn sent(&self, opcode: OpCode, len: usize) {
-        let counter = match opcode {
-            OpCode::Text => &self.text_out,
-            OpCode::Binary => &self.binary_out,
-            _ => return,
-        };
-        counter.increment(1);
-        self.bytes_out.increment(len as u64);
+    pub(crate) fn sent(&mut self, opcode: OpCode, len: usize) {
+        match opcode {
+            OpCode::Text => self.add(TEXT_OUT, len),
+            OpCode::Binary => self.add(BINARY_OUT, len),
+            _ => {}
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, slot: usize, len: usize) {
+        self.pending_messages[slot] += 1;
+        // Slots 0 and 1 are in, 2 and 3 out.
+        self.pending_bytes[slot / 2] += len as u64;
+        self.unpublished += 1;
+        if self.unpublished >= PUBLISH_EVERY {
+            self.publish_batch();
+        }
+    }
+
+    /// Adds the counts held back to the counters. Inlined to the check
+    /// for none: the driver calls it each time it waits.
+    #[inline]
+    pub(crate) fn publish(&mut self) {
+        if self.unpublished > 0 {
+            self.publish_batch();
+        }
+    }
+
+    #[inline(never)]
+    fn publish_batch(&mut self) {
+        self.unpublished = 0;
+        for (counter, n) in self.messages.iter().zip(&mut self.pending_messages) {
+            if *n > 0 {
+                counter.increment(u64::from(std::mem::take(n)));
+            }
+        }
+        for (counter, n) in self.bytes.iter().zip(&mut self.pending_bytes) {
+            if *n > 0 {
+                counter.increment(std::mem::take(n));
+            }
+        }
+    }
+}
+
+/// A connection's last counts are published when it goes.
+#[cfg(feature = "metrics")]
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.publish();
     }
 }
 

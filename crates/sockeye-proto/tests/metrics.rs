@@ -317,6 +317,10 @@ async fn messages_and_payload_bytes_are_counted_each_way() {
     for _ in 0..5 {
         client.next().await.unwrap().unwrap(); // the pong among them
     }
+    // Counts are published in batches, at the latest once a socket waits
+    // for input: the client waits for a sixth message.
+    let waited = tokio::time::timeout(Duration::from_millis(50), client.next()).await;
+    assert!(waited.is_err(), "{waited:?}");
 
     let count = |role, direction, kind| {
         totals.value(
@@ -343,4 +347,134 @@ async fn messages_and_payload_bytes_are_counted_each_way() {
     assert_eq!(count("client", "in", "binary"), 2);
     assert_eq!(bytes("client", "in"), 318);
     assert_eq!(totals.value("sockeye_messages_total", &[]), 14);
+}
+
+/// The counts of a socket in a burst are held back and published in a
+/// batch: none while it takes buffered messages, all of them once it waits
+/// for more input.
+#[tokio::test]
+async fn counts_are_published_when_the_socket_waits() {
+    let recorder = DebuggingRecorder::new();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let totals = Totals::new(&recorder);
+    let server_in = || {
+        (
+            totals.value(
+                "sockeye_messages_total",
+                &[("role", "server"), ("direction", "in")],
+            ),
+            totals.value(
+                "sockeye_payload_bytes_total",
+                &[("role", "server"), ("direction", "in")],
+            ),
+        )
+    };
+
+    let (mut server, mut client) = pair(Config::default(), Config::default());
+    for _ in 0..10 {
+        client.feed(Message::text("hello")).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    // The ten frames arrive in one read; three of them are taken.
+    for _ in 0..3 {
+        assert_eq!(
+            server.next().await.unwrap().unwrap(),
+            Message::text("hello")
+        );
+    }
+    assert_eq!(server_in(), (0, 0), "held back while the burst lasts");
+    for _ in 0..7 {
+        server.next().await.unwrap().unwrap();
+    }
+    // Nothing more comes: the server waits, and its counts show.
+    let waited = tokio::time::timeout(Duration::from_millis(50), server.next()).await;
+    assert!(waited.is_err(), "{waited:?}");
+    assert_eq!(server_in(), (10, 50));
+
+    // The client published its sends when its flush completed.
+    assert_eq!(
+        totals.value(
+            "sockeye_messages_total",
+            &[("role", "client"), ("direction", "out")]
+        ),
+        10
+    );
+}
+
+/// A socket that never waits still publishes every 64 messages, and what
+/// it took before it was dropped is counted then.
+#[tokio::test]
+async fn a_busy_socket_publishes_every_64_messages_and_on_drop() {
+    let recorder = DebuggingRecorder::new();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let totals = Totals::new(&recorder);
+    let server_in = || {
+        totals.value(
+            "sockeye_messages_total",
+            &[("role", "server"), ("direction", "in"), ("kind", "binary")],
+        )
+    };
+
+    let (mut server, mut client) = pair(Config::default(), Config::default());
+    for _ in 0..200 {
+        client.feed(Message::binary(vec![0u8; 8])).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    for _ in 0..100 {
+        server.next().await.unwrap().unwrap();
+    }
+    // Buffered input never made it wait: one batch of 64 is out.
+    assert_eq!(server_in(), 64);
+    drop(server);
+    assert_eq!(server_in(), 100, "the taken messages, no more");
+    assert_eq!(
+        totals.value(
+            "sockeye_payload_bytes_total",
+            &[("role", "server"), ("direction", "in")]
+        ),
+        800
+    );
+    drop(client);
+}
+
+/// The sans-IO connection publishes its counts in `release_idle_memory`
+/// (and on drop), which a transport loop calls when it has nothing to read.
+#[test]
+fn a_sans_io_connection_publishes_when_it_releases_idle_memory() {
+    use sockeye_proto::Connection;
+
+    let recorder = DebuggingRecorder::new();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let totals = Totals::new(&recorder);
+    let messages = |direction| {
+        totals.value(
+            "sockeye_messages_total",
+            &[("role", "server"), ("direction", direction)],
+        )
+    };
+
+    let mut server = Connection::new(Role::Server, Config::default());
+    // Two masked "Hello" text frames from a client (RFC 6455 §5.7).
+    let frame = [
+        0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+    ];
+    let mut input = bytes::BytesMut::from(&[frame, frame].concat()[..]);
+    // `handle_read` stops at each message: it is called until the input
+    // is used up.
+    while !input.is_empty() {
+        server.handle_read(&mut input).unwrap();
+        while let Some(m) = server.poll_event() {
+            server.send(m).unwrap();
+        }
+    }
+    let mut wire = Vec::new();
+    server.poll_transmit(&mut wire);
+    assert_eq!((messages("in"), messages("out")), (0, 0));
+    server.release_idle_memory();
+    assert_eq!((messages("in"), messages("out")), (2, 2));
+
+    // A third, published when the connection goes.
+    server.send(Message::text("bye")).unwrap();
+    drop(server);
+    assert_eq!(messages("out"), 3);
 }

@@ -344,7 +344,9 @@ impl Connection {
     /// Frees the buffers the connection holds for traffic when it has none
     /// in flight: the output buffer once written out and the event queue
     /// once drained. Call it when the transport has nothing to read, so an
-    /// idle connection costs only its state (the tokio driver does).
+    /// idle connection costs only its state (the tokio driver does). With
+    /// feature `metrics` it also publishes the message and byte counts the
+    /// connection held back (it adds them to the counters in batches).
     ///
     /// ```
     /// use sockeye_proto::{Config, Connection, Message, Role};
@@ -357,6 +359,8 @@ impl Connection {
     /// assert_eq!(conn.transmit_len(), 0);
     /// ```
     pub fn release_idle_memory(&mut self) {
+        #[cfg(feature = "metrics")]
+        self.traffic.publish();
         self.out.release_if_empty();
         // The event slots go too (four messages' worth after the first
         // read): an allocation per burst of input costs less than what
@@ -364,6 +368,15 @@ impl Connection {
         if self.events.is_empty() {
             self.events = VecDeque::new();
         }
+    }
+
+    /// Adds the message and byte counts held back to the `metrics`
+    /// counters (they are published in batches: here, every 64 messages,
+    /// and when the connection is dropped).
+    #[cfg(feature = "metrics")]
+    #[inline]
+    pub(crate) fn publish_traffic(&mut self) {
+        self.traffic.publish();
     }
 
     /// Bytes allocated for output and events (tests check idle sockets).

@@ -213,6 +213,9 @@ where
         ready!(self.poll_write_out(wcx))?;
         if self.read_buf.capacity() == 0 {
             self.conn.release_idle_memory();
+        } else {
+            #[cfg(feature = "metrics")]
+            self.conn.publish_traffic();
         }
         if !self.shut_down {
             ready!(Pin::new(&mut self.io).poll_flush(wcx))?;
@@ -388,6 +391,9 @@ where
                         // Nothing more came: write what waited for it.
                         continue;
                     }
+                    // The socket waits: what it counted shows now.
+                    #[cfg(feature = "metrics")]
+                    self.conn.publish_traffic();
                     return Poll::Pending;
                 }
                 Poll::Ready(read) => read,
@@ -510,7 +516,10 @@ impl<S> Driver<S> {
             "websocket closed"
         );
         #[cfg(feature = "metrics")]
-        crate::observe::closed(self.conn.role(), code, initiator);
+        {
+            self.conn.publish_traffic();
+            crate::observe::closed(self.conn.role(), code, initiator);
+        }
     }
 }
 
