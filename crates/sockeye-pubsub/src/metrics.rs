@@ -12,6 +12,11 @@
 //! | `sockeye_pubsub_history_evictions_total` | counter | `reason`: `budget`, `ttl`, `size` |
 //! | `sockeye_pubsub_history_bytes` | gauge | (memory broker) |
 //! | `sockeye_pubsub_broker_reconnects_total` | counter | `broker`: `redis`, `nats` |
+//!
+//! A publication's deliveries, and the bytes they add to the queues, are
+//! counted once when its fan-out is over, not per subscriber ([`Tally`]):
+//! while a fan-out is under way the queued-bytes gauge may trail what the
+//! writers already took by that publication's bytes.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -50,6 +55,18 @@ pub struct MetricsSnapshot {
 
 const R: Ordering = Ordering::Relaxed;
 
+/// What the pushes of one fan-out added, for [`Metrics::add`] to count
+/// once when the loop is over: the counters (the hub's atomics, and with
+/// feature `metrics` a registry lookup each) cost one update per
+/// publication instead of two per subscriber.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    pub(crate) deliveries: u64,
+    /// Bytes the pushes added to the queues (less what a drop policy took
+    /// out of them).
+    pub(crate) queued: i64,
+}
+
 impl Metrics {
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
@@ -69,10 +86,16 @@ impl Metrics {
         metrics::counter!("sockeye_pubsub_publications_total").increment(1);
     }
 
-    pub(crate) fn delivery(&self) {
-        self.deliveries.fetch_add(1, R);
-        #[cfg(feature = "metrics")]
-        metrics::counter!("sockeye_pubsub_deliveries_total").increment(1);
+    /// Counts a fan-out's pushes (see [`Tally`]).
+    pub(crate) fn add(&self, tally: Tally) {
+        if tally.deliveries > 0 {
+            self.deliveries.fetch_add(tally.deliveries, R);
+            #[cfg(feature = "metrics")]
+            metrics::counter!("sockeye_pubsub_deliveries_total").increment(tally.deliveries);
+        }
+        if tally.queued != 0 {
+            self.queued(tally.queued);
+        }
     }
 
     pub(crate) fn dropped(&self, n: u64, policy: SlowConsumer) {

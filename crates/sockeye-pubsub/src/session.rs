@@ -7,6 +7,7 @@
 //! ([`Session::notified`]). A session knows neither the hub nor a
 //! transport.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sockeye_auth::Identity;
@@ -16,8 +17,8 @@ use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 
 use crate::broker::Member;
-use crate::metrics::Metrics;
-use crate::queue::{Queue, QueueLimits};
+use crate::metrics::{Metrics, Tally};
+use crate::queue::{Item, Queue, QueueLimits};
 use crate::topic::{Namespace, SlowConsumer};
 
 /// How many queued messages a writer takes per batch (one flush each).
@@ -25,8 +26,9 @@ const WRITE_BATCH: usize = 64;
 
 /// What a writer takes from its session at once ([`Session::take_batch`]).
 pub(crate) struct Batch {
-    /// Queued messages, oldest first (at most a batch).
-    pub(crate) messages: Vec<PreparedMessage>,
+    /// Queued messages, oldest first (at most a batch): each item's
+    /// `message`.
+    pub(crate) messages: VecDeque<Item>,
     /// Set once: the writer sends this close after the queue and stops.
     pub(crate) closing: Option<(CloseCode, &'static str)>,
     /// The reader ended: the writer stops once the queue is written.
@@ -89,6 +91,21 @@ impl Session {
     /// Runs `f` on the queue, keeping the queued-bytes gauge right and
     /// waking the writer.
     fn with_queue<R>(&self, f: impl FnOnce(&mut Queue) -> R) -> Option<R> {
+        let mut queued = 0;
+        let r = self.with_queue_counted(&mut queued, f);
+        if queued != 0 {
+            self.metrics.queued(queued);
+        }
+        r
+    }
+
+    /// [`with_queue`](Self::with_queue), adding the change of the queue's
+    /// bytes to `queued` for the caller to count.
+    fn with_queue_counted<R>(
+        &self,
+        queued: &mut i64,
+        f: impl FnOnce(&mut Queue) -> R,
+    ) -> Option<R> {
         let mut state = self.lock();
         if state.closing.is_some() || state.finished {
             return None;
@@ -97,7 +114,7 @@ impl Session {
         let r = f(&mut state.queue);
         let after = state.queue.bytes();
         drop(state);
-        self.metrics.queued(after as i64 - before as i64);
+        *queued += after as i64 - before as i64;
         self.notify.notify_one();
         Some(r)
     }
@@ -110,7 +127,25 @@ impl Session {
         topic: Option<&Arc<str>>,
         policy: SlowConsumer,
     ) -> bool {
-        let Some(outcome) = self.with_queue(|q| q.push(message.clone(), topic, policy)) else {
+        let mut tally = Tally::default();
+        let pushed = self.push_counted(message, topic, policy, &mut tally);
+        self.metrics.add(tally);
+        pushed
+    }
+
+    /// [`push`](Self::push) for a loop over many sessions: the delivery and
+    /// the queued bytes go into `tally`, which the caller hands to
+    /// [`Metrics::add`] once the loop is over.
+    pub(crate) fn push_counted(
+        &self,
+        message: &PreparedMessage,
+        topic: Option<&Arc<str>>,
+        policy: SlowConsumer,
+        tally: &mut Tally,
+    ) -> bool {
+        let Some(outcome) = self.with_queue_counted(&mut tally.queued, |q| {
+            q.push(message.clone(), topic, policy)
+        }) else {
             return false;
         };
         if outcome.dropped > 0 {
@@ -127,7 +162,7 @@ impl Session {
             self.close(CloseCode::POLICY_VIOLATION, "slow consumer");
             return false;
         }
-        self.metrics.delivery();
+        tally.deliveries += 1;
         true
     }
 

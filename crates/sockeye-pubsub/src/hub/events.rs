@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::Inner;
 use crate::broker::{BrokerEvent, BrokerHandler, Member};
+use crate::metrics::Tally;
 use crate::protocol::{self, StreamPosition};
 use crate::sync::lock;
 
@@ -108,9 +109,12 @@ impl Inner {
         else {
             return;
         };
+        let mut tally = Tally::default();
         for sub in topic.subs.values().filter(|s| s.pending.is_none()) {
-            sub.session.push(&message, None, topic.ns.slow_consumer);
+            sub.session
+                .push_counted(&message, None, topic.ns.slow_consumer, &mut tally);
         }
+        self.metrics.add(tally);
     }
 }
 

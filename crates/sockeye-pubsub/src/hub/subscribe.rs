@@ -10,6 +10,7 @@ use super::{Hub, Inner};
 use crate::authorizer::Action;
 use crate::broker::{HistoryState, Publication};
 use crate::error::{Error, ErrorCode};
+use crate::metrics::Tally;
 use crate::protocol::{self, StreamPosition, position_json};
 use crate::session::Session;
 use crate::sync::lock;
@@ -173,27 +174,29 @@ impl Inner {
                 session.control(protocol::event(name, "subscribed", &extra));
             }
         }
-        let push = |p: &Publication| {
+        let mut tally = Tally::default();
+        let mut push = |p: &Publication| {
             if let Some(m) = self.prepare_push(name, &ns, p) {
-                session.push(&m, Some(name), ns.slow_consumer);
+                session.push_counted(&m, Some(name), ns.slow_consumer, &mut tally);
             }
         };
         match state {
-            None => pending.publications.iter().for_each(push),
+            None => pending.publications.iter().for_each(&mut push),
             Some(s) => {
                 if topic.last.is_none() {
                     topic.last = Some((Arc::from(s.epoch.as_str()), s.top));
                 }
                 if since.is_some() && s.complete {
-                    s.publications.iter().for_each(push);
+                    s.publications.iter().for_each(&mut push);
                 }
                 pending
                     .publications
                     .iter()
                     .filter(|p| *p.epoch != *s.epoch || p.offset > s.top)
-                    .for_each(push);
+                    .for_each(&mut push);
             }
         }
+        self.metrics.add(tally);
         if pending.overflow {
             session.lag(name);
         }

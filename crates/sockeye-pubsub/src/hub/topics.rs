@@ -12,6 +12,7 @@ use sockeye_proto::{Message, PreparedMessage};
 
 use super::Inner;
 use crate::broker::Publication;
+use crate::metrics::Tally;
 use crate::protocol;
 use crate::session::Session;
 use crate::sync::lock;
@@ -121,6 +122,7 @@ impl Inner {
         self.metrics.publication();
         let mut prepared: Option<Option<PreparedMessage>> = None;
         let policy = ns.slow_consumer;
+        let mut tally = Tally::default();
         for sub in subs.values_mut() {
             if let Some(pending) = &mut sub.pending {
                 if pending.publications.len() < self.queue.messages {
@@ -132,9 +134,11 @@ impl Inner {
             }
             let message = prepared.get_or_insert_with(|| self.prepare_push(name, ns, p));
             if let Some(message) = message {
-                sub.session.push(message, Some(name), policy);
+                sub.session
+                    .push_counted(message, Some(name), policy, &mut tally);
             }
         }
+        self.metrics.add(tally);
     }
 
     /// Removes a session from a topic; the broker subscription lingers.

@@ -330,9 +330,9 @@ async fn sse_loop(session: Arc<Session>, tx: mpsc::Sender<Bytes>, stream: SseStr
             }
         } else {
             let mut chunk = BytesMut::new();
-            for message in messages {
+            for item in messages {
                 chunk.put_slice(b"data: ");
-                chunk.put_slice(&message.payload());
+                chunk.put_slice(&item.message.payload());
                 chunk.put_slice(b"\n\n");
             }
             chunk.freeze()

@@ -114,8 +114,8 @@ where
             session.notified().await;
             continue;
         }
-        for message in &messages {
-            if write.feed_prepared(message).await.is_err() {
+        for item in &messages {
+            if write.feed_prepared(&item.message).await.is_err() {
                 session.close(CloseCode::ABNORMAL, "write failed");
                 return;
             }
