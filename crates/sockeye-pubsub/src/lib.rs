@@ -36,6 +36,33 @@
 //! }
 //! # }
 //! ```
+//!
+//! ## Metrics
+//!
+//! [`Hub::metrics`] returns the hub's counters at any time. With feature
+//! `metrics` the same events go through the `metrics` facade too, for
+//! whatever recorder the application installs, beside the sockets' own
+//! counters (sockeye-proto, sockeye-hyper, sockeye-deflate, sockeye-auth):
+//!
+//! | name | kind | labels |
+//! |---|---|---|
+//! | `sockeye_pubsub_publications_total` | counter | |
+//! | `sockeye_pubsub_deliveries_total` | counter | |
+//! | `sockeye_pubsub_drops_total` | counter | `policy`: `disconnect`, `drop_newest`, `drop_oldest`, `keep_latest` |
+//! | `sockeye_pubsub_slow_disconnects_total` | counter | `reason`: `slow_consumer`, `queue_bound` |
+//! | `sockeye_pubsub_queued_bytes` | gauge | |
+//! | `sockeye_pubsub_sessions` | gauge | |
+//! | `sockeye_pubsub_history_evictions_total` | counter | `reason`: `budget`, `ttl`, `size` |
+//! | `sockeye_pubsub_history_bytes` | gauge | (memory broker) |
+//! | `sockeye_pubsub_broker_reconnects_total` | counter | `broker`: `redis`, `nats` |
+//!
+//! A publication's deliveries, and the bytes they add to the subscribers'
+//! queues, are counted once its fan-out is over, not per subscriber: while
+//! a fan-out is under way the queued-bytes gauge may trail the writers,
+//! which take their bytes off as they go, by that publication's bytes. The
+//! counters updated per publication or per write keep the handles they
+//! were registered with at the hub's first publication or write: install
+//! the recorder before traffic starts.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

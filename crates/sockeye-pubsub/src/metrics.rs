@@ -1,22 +1,9 @@
 //! Counters of a hub: atomics behind [`Hub::metrics`](crate::Hub::metrics),
-//! and with feature `metrics` the same events through the `metrics` facade:
-//!
-//! | name | kind | labels |
-//! |---|---|---|
-//! | `sockeye_pubsub_publications_total` | counter | |
-//! | `sockeye_pubsub_deliveries_total` | counter | |
-//! | `sockeye_pubsub_drops_total` | counter | `policy`: `drop_newest`, `drop_oldest`, `keep_latest` |
-//! | `sockeye_pubsub_slow_disconnects_total` | counter | `reason`: `slow_consumer`, `queue_bound` |
-//! | `sockeye_pubsub_queued_bytes` | gauge | |
-//! | `sockeye_pubsub_sessions` | gauge | |
-//! | `sockeye_pubsub_history_evictions_total` | counter | `reason`: `budget`, `ttl`, `size` |
-//! | `sockeye_pubsub_history_bytes` | gauge | (memory broker) |
-//! | `sockeye_pubsub_broker_reconnects_total` | counter | `broker`: `redis`, `nats` |
+//! and with feature `metrics` the same events through the `metrics` facade
+//! (the list is in the [crate docs](crate#metrics)).
 //!
 //! A publication's deliveries, and the bytes they add to the queues, are
-//! counted once when its fan-out is over, not per subscriber ([`Tally`]):
-//! while a fan-out is under way the queued-bytes gauge may trail what the
-//! writers already took by that publication's bytes.
+//! counted once when its fan-out is over, not per subscriber ([`Tally`]).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -31,6 +18,35 @@ pub(crate) struct Metrics {
     slow_disconnects: AtomicU64,
     queued_bytes: AtomicI64,
     sessions: AtomicI64,
+    /// The facade's handles of the counters updated per publication or
+    /// per write, registered at their first use.
+    #[cfg(feature = "metrics")]
+    facade: std::sync::OnceLock<Facade>,
+}
+
+/// Handles of the `metrics` facade kept for the hot paths: a macro call
+/// looks its key up in the recorder's registry every time (with the
+/// Prometheus exporter some 200 instructions and an allocation), a handle
+/// only increments. They are registered at the hub's first publication or
+/// write, so with the recorder of that moment: install it before traffic
+/// starts, as for sockeye-proto's per-connection counters.
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+struct Facade {
+    publications: metrics::Counter,
+    deliveries: metrics::Counter,
+    queued_bytes: metrics::Gauge,
+}
+
+#[cfg(feature = "metrics")]
+impl Facade {
+    fn register() -> Self {
+        Self {
+            publications: metrics::counter!("sockeye_pubsub_publications_total"),
+            deliveries: metrics::counter!("sockeye_pubsub_deliveries_total"),
+            queued_bytes: metrics::gauge!("sockeye_pubsub_queued_bytes"),
+        }
+    }
 }
 
 /// A snapshot of a hub's counters.
@@ -80,10 +96,15 @@ impl Metrics {
         }
     }
 
+    #[cfg(feature = "metrics")]
+    fn facade(&self) -> &Facade {
+        self.facade.get_or_init(Facade::register)
+    }
+
     pub(crate) fn publication(&self) {
         self.publications.fetch_add(1, R);
         #[cfg(feature = "metrics")]
-        metrics::counter!("sockeye_pubsub_publications_total").increment(1);
+        self.facade().publications.increment(1);
     }
 
     /// Counts a fan-out's pushes (see [`Tally`]).
@@ -91,7 +112,7 @@ impl Metrics {
         if tally.deliveries > 0 {
             self.deliveries.fetch_add(tally.deliveries, R);
             #[cfg(feature = "metrics")]
-            metrics::counter!("sockeye_pubsub_deliveries_total").increment(tally.deliveries);
+            self.facade().deliveries.increment(tally.deliveries);
         }
         if tally.queued != 0 {
             self.queued(tally.queued);
@@ -128,7 +149,7 @@ impl Metrics {
     pub(crate) fn queued(&self, delta: i64) {
         self.queued_bytes.fetch_add(delta, R);
         #[cfg(feature = "metrics")]
-        metrics::gauge!("sockeye_pubsub_queued_bytes").increment(delta as f64);
+        self.facade().queued_bytes.increment(delta as f64);
     }
 
     pub(crate) fn session_opened(&self) {
