@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{BoxError, Row, Running, Target, bin_dir, client_frame, launch, open, rss_kib};
 
-struct FanoutServer {
+pub(crate) struct FanoutServer {
     name: &'static str,
     ours: bool,
     /// Clients subscribe with the hub protocol (sockeye) or are subscribed
@@ -31,13 +31,17 @@ struct FanoutServer {
     envelope: bool,
 }
 
+/// sockeye's `pubsub_server`: clients subscribe, the publisher's payloads
+/// go in publish commands.
+pub(crate) const SOCKEYE: FanoutServer = FanoutServer {
+    name: "sockeye-pubsub",
+    ours: true,
+    subscribe: true,
+    envelope: true,
+};
+
 const SERVERS: &[FanoutServer] = &[
-    FanoutServer {
-        name: "sockeye-pubsub",
-        ours: true,
-        subscribe: true,
-        envelope: true,
-    },
+    SOCKEYE,
     FanoutServer {
         name: "axum + broadcast",
         ours: false,
@@ -300,19 +304,26 @@ async fn subscriber(
     }
 }
 
-struct Measured {
+pub(crate) struct Measured {
     deliveries_per_sec: f64,
+    /// Deliveries received in the measured window.
+    pub(crate) delivered: u64,
     p99_us: f64,
     memory_kib: f64,
 }
 
-async fn measure(
+/// Subscribes `subscribers` sockets, publishes `size`-byte payloads for
+/// `warmup + duration` and measures the window after the warmup, calling
+/// `at_start` as it opens (before the count is read) and `at_end` as it
+/// closes (after); an error from either fails the measurement.
+pub(crate) async fn measure(
     server: &FanoutServer,
     running: &Running,
     subscribers: usize,
     size: usize,
-    warmup: Duration,
-    duration: Duration,
+    (warmup, duration): (Duration, Duration),
+    at_start: impl FnOnce() -> Result<(), BoxError>,
+    at_end: impl FnOnce() -> Result<(), BoxError>,
 ) -> Result<Measured, BoxError> {
     let target = Target {
         addr: running.addr.clone(),
@@ -377,6 +388,7 @@ async fn measure(
         })
     };
     tokio::time::sleep(warmup).await;
+    let opened = at_start();
     let start_count = stats.delivered.get();
     stats.recording.set(true);
     let started = Instant::now();
@@ -384,11 +396,14 @@ async fn measure(
     let elapsed = started.elapsed();
     stats.recording.set(false);
     let end_count = stats.delivered.get();
+    let closed = at_end();
     stop.set(true);
     publisher.abort();
     for t in tasks {
         t.abort();
     }
+    opened?;
+    closed?;
     stats.check()?;
     let mut samples = stats.samples.borrow_mut();
     if samples.is_empty() {
@@ -398,6 +413,7 @@ async fn measure(
     let p99 = quantile(&samples, 0.99);
     Ok(Measured {
         deliveries_per_sec: (end_count - start_count) as f64 / elapsed.as_secs_f64(),
+        delivered: end_count - start_count,
         p99_us: p99,
         memory_kib,
     })
@@ -443,7 +459,11 @@ pub(crate) async fn rows(
             }
             eprint!("{:<24} fan-out {label:<6} ... ", server.name);
             let result = match start(server, node_modules) {
-                Ok(running) => measure(server, &running, subscribers, size, warmup, duration).await,
+                Ok(running) => {
+                    let window = (warmup, duration);
+                    let none = || Ok(());
+                    measure(server, &running, subscribers, size, window, none, none).await
+                }
                 Err(e) => Err(e),
             };
             match result {

@@ -30,6 +30,13 @@
 //! (at most 1 600, under 1 % of a window's); handshakes and start-up are
 //! outside the window.
 //!
+//! The fan-out row counts the same way per delivery: `pubsub_server`
+//! (in-memory broker, and again with `--metrics`) under callgrind, 1 000
+//! subscribers on one topic and the fan-out rows' publisher of 64-byte
+//! payloads (at most two publications, 2 000 deliveries, in flight at the
+//! window's edges); the figure is the dump's total ÷ the deliveries the
+//! subscribers received in the window.
+//!
 //! The dumps go to a temporary directory, deleted afterwards; with
 //! `--callgrind-dir DIR` they go to DIR and stay, for `callgrind_annotate`.
 
@@ -37,9 +44,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::fanout::{self, PUBSUB_ARGS};
 use crate::{
-    BoxError, Row, Scenario, Server, Target, bin_dir, client_frame, launch, measured_window,
-    scenarios,
+    BoxError, Row, Running, Scenario, Server, Target, bin_dir, client_frame, launch,
+    measured_window, scenarios,
 };
 
 /// The throughput scenarios counted.
@@ -52,9 +60,14 @@ const COUNTED: [&str; 3] = ["text20", "bin1k", "bin64k"];
 const NO_REP_STRINGS: &str = "glibc.cpu.x86_rep_movsb_threshold=0xffffffffffffffff:\
                               glibc.cpu.x86_rep_stosb_threshold=0xffffffffffffffff";
 
-/// One row per case, for `servers`; the dumps are kept in `keep_in` if
-/// given.
-pub(crate) async fn rows(quick: bool, servers: &[&Server], keep_in: Option<&Path>) -> Vec<Row> {
+/// One row per case, for `servers`, and the fan-out row if `fanout`; the
+/// dumps are kept in `keep_in` if given.
+pub(crate) async fn rows(
+    quick: bool,
+    servers: &[&Server],
+    fanout: bool,
+    keep_in: Option<&Path>,
+) -> Vec<Row> {
     // Under callgrind a server runs some 50 times slower: longer windows
     // than the throughput rows' for as many messages.
     let (warmup, window) = if quick {
@@ -69,7 +82,7 @@ pub(crate) async fn rows(quick: bool, servers: &[&Server], keep_in: Option<&Path
     let mut rows = Vec::new();
     for sc in scenarios()
         .into_iter()
-        .filter(|sc| COUNTED.contains(&sc.key))
+        .filter(|sc| COUNTED.contains(&sc.key) && !servers.is_empty())
     {
         let mut row = Row {
             title: format!(
@@ -102,10 +115,106 @@ pub(crate) async fn rows(quick: bool, servers: &[&Server], keep_in: Option<&Path
         }
         rows.push(row);
     }
+    if fanout {
+        rows.push(fanout_row(&dir, (warmup, window)).await);
+    }
     if keep_in.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     rows
+}
+
+/// Subscribers of the fan-out row.
+const FANOUT_SUBSCRIBERS: usize = 1_000;
+
+/// Instructions per delivery of `pubsub_server`, without and with the
+/// Prometheus recorder.
+async fn fanout_row(dir: &Path, window: (Duration, Duration)) -> Row {
+    let mut row = Row {
+        title: format!(
+            "fan-out 64 B, 1 publisher → {FANOUT_SUBSCRIBERS} subscribers: user-space instructions per delivery (callgrind)"
+        ),
+        unit: "instructions",
+        higher_better: false,
+        values: Vec::new(),
+    };
+    let with_metrics: Vec<&str> = PUBSUB_ARGS
+        .iter()
+        .copied()
+        .chain(["--metrics", "127.0.0.1:0"])
+        .collect();
+    for (name, args) in [
+        ("sockeye-pubsub", PUBSUB_ARGS),
+        ("sockeye-pubsub, --metrics", with_metrics.as_slice()),
+    ] {
+        eprint!("{name:<24} fan-out  instructions ... ");
+        let out = dir.join(format!("{}-fanout.out", slug(name)));
+        match count_fanout(name, args, &out, window).await {
+            Ok(per_delivery) => {
+                eprintln!("{per_delivery:.0} per delivery");
+                row.values
+                    .push((name, true, Some(per_delivery), format!("{per_delivery:.0}")));
+            }
+            Err(e) => {
+                eprintln!("failed: {e}");
+                row.values.push((name, true, None, "failed".to_owned()));
+            }
+        }
+    }
+    row
+}
+
+async fn count_fanout(
+    name: &str,
+    args: &[&str],
+    out: &Path,
+    window: (Duration, Duration),
+) -> Result<f64, BoxError> {
+    let running = under_callgrind(name, "pubsub_server", args, out)?;
+    let pid = running.child.id();
+    let measured = fanout::measure(
+        &fanout::SOCKEYE,
+        &running,
+        FANOUT_SUBSCRIBERS,
+        64,
+        window,
+        || control(pid, "--zero"),
+        || control(pid, "--dump"),
+    )
+    .await?;
+    drop(running);
+    if measured.delivered == 0 {
+        return Err("no delivery in the window".into());
+    }
+    Ok(dump_total_of(out)? as f64 / measured.delivered as f64)
+}
+
+/// Starts `program args` from the benchmark binaries under callgrind, its
+/// dumps going to `out` (see [`first_dump`]).
+fn under_callgrind(
+    name: &str,
+    program: &str,
+    args: &[&str],
+    out: &Path,
+) -> Result<Running, BoxError> {
+    std::fs::create_dir_all(out.parent().ok_or("no parent")?)?;
+    let program = bin_dir().join(program);
+    let out_flag = format!("--callgrind-out-file={}", out.display());
+    let pre = [
+        "--tool=callgrind",
+        out_flag.as_str(),
+        program.to_str().ok_or("program path is not UTF-8")?,
+    ];
+    let env = [("GLIBC_TUNABLES", Path::new(NO_REP_STRINGS))];
+    launch(name, Path::new("valgrind"), &pre, args, &env)
+}
+
+/// The total of the first dump made with `--callgrind-out-file=out`.
+fn dump_total_of(out: &Path) -> Result<u64, BoxError> {
+    let dump = first_dump(out);
+    let text = std::fs::read_to_string(&dump)
+        .map_err(|e| format!("cannot read {}: {e}", dump.display()))?;
+    Ok(dump_total(&text).ok_or("no `totals:` line in the dump")?)
 }
 
 /// A file name for a server's name.
@@ -123,16 +232,7 @@ async fn count(
     out: &Path,
     window: (Duration, Duration),
 ) -> Result<f64, BoxError> {
-    std::fs::create_dir_all(out.parent().ok_or("no parent")?)?;
-    let program = bin_dir().join(server.program);
-    let out_flag = format!("--callgrind-out-file={}", out.display());
-    let pre = [
-        "--tool=callgrind",
-        out_flag.as_str(),
-        program.to_str().ok_or("program path is not UTF-8")?,
-    ];
-    let env = [("GLIBC_TUNABLES", Path::new(NO_REP_STRINGS))];
-    let running = launch(server.name, Path::new("valgrind"), &pre, server.args, &env)?;
+    let running = under_callgrind(server.name, server.program, server.args, out)?;
     let pid = running.child.id();
     let target = Target {
         addr: running.addr.clone(),
@@ -159,11 +259,7 @@ async fn count(
     if w.delivered == 0 {
         return Err("no message was echoed in the window".into());
     }
-    let dump = first_dump(out);
-    let text = std::fs::read_to_string(&dump)
-        .map_err(|e| format!("cannot read {}: {e}", dump.display()))?;
-    let total = dump_total(&text).ok_or("no `totals:` line in the dump")?;
-    Ok(total as f64 / w.delivered as f64)
+    Ok(dump_total_of(out)? as f64 / w.delivered as f64)
 }
 
 /// `callgrind_control OP PID`.

@@ -1043,8 +1043,19 @@ async fn run(options: &Options) -> Result<String, BoxError> {
     if wants("instructions") {
         let mut servers = selected(SERVERS, options);
         servers.extend(selected(METRICS_SERVERS, options));
+        // Named like the fan-out rows' server.
+        let fanout = options
+            .servers
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| "sockeye-pubsub".contains(n.as_str())));
         rows.extend(
-            instructions::rows(options.quick, &servers, options.callgrind_dir.as_deref()).await,
+            instructions::rows(
+                options.quick,
+                &servers,
+                fanout,
+                options.callgrind_dir.as_deref(),
+            )
+            .await,
         );
     }
 
