@@ -18,8 +18,18 @@ use crate::mask::apply_mask;
 
 /// Payloads at least this large are queued by reference instead of copied.
 const ZERO_COPY_MIN: usize = 4096;
-/// The tail's first allocation after it was released.
+/// The tail's first allocation when no burst was seen yet, and the least
+/// it grows by.
 const TAIL_MIN: usize = 4096;
+/// A burst that copied at most this much into tails is small: the first
+/// tail after it is sized to it (a power of two, at least
+/// [`TAIL_FIRST_MIN`]) instead of at least [`TAIL_MIN`]. A socket whose
+/// writes are one small frame each (a pub/sub subscriber, a small echo)
+/// then takes an allocation glibc serves from its per-thread cache (up to
+/// 1 KiB) instead of a 4 KiB one from its bins, each time it writes.
+const SMALL_BURST: usize = 512;
+/// The least first tail after a small burst.
+const TAIL_FIRST_MIN: usize = 256;
 /// The largest tail allocation (a full tail then joins the queue).
 const TAIL_MAX: usize = 64 << 10;
 
@@ -31,8 +41,9 @@ pub(super) struct OutBuf {
     tail: BytesMut,
     /// The first tail allocation after a release (0: [`TAIL_MIN`]): what
     /// the last burst copied into tails, so that a burst like it fits its
-    /// first tail. Payloads queued by reference do not count: a burst of
-    /// 64 KiB frames needs a tail for their headers only.
+    /// first tail (at least [`TAIL_MIN`], or [`TAIL_FIRST_MIN`] after a
+    /// [small](SMALL_BURST) one). Payloads queued by reference do not
+    /// count: a burst of 64 KiB frames needs a tail for their headers only.
     first_tail: u32,
     /// Bytes copied into tails since the last release.
     tail_bytes: u32,
@@ -65,7 +76,10 @@ impl OutBuf {
     #[inline(never)]
     fn make_room(&mut self, additional: usize) {
         if self.tail.is_empty() {
-            let first = (self.first_tail as usize).max(TAIL_MIN);
+            let first = match self.first_tail {
+                0 => TAIL_MIN,
+                sized => sized as usize,
+            };
             self.tail.reserve(additional.max(first));
         } else {
             let next = (2 * self.tail.capacity())
@@ -129,7 +143,12 @@ impl OutBuf {
             self.tail = BytesMut::new();
             let used = std::mem::take(&mut self.tail_bytes) as usize;
             if used > 0 {
-                self.first_tail = used.next_power_of_two().clamp(TAIL_MIN, TAIL_MAX) as u32;
+                let least = if used <= SMALL_BURST {
+                    TAIL_FIRST_MIN
+                } else {
+                    TAIL_MIN
+                };
+                self.first_tail = used.next_power_of_two().clamp(least, TAIL_MAX) as u32;
             }
         }
     }
@@ -342,7 +361,8 @@ mod tests {
             1,
             "a second tail was needed"
         );
-        // Large payloads queued by reference do not size the next tail.
+        // Large payloads queued by reference do not size the next tail:
+        // their headers alone (80 bytes) give it the smallest first size.
         let mut big = OutBuf::default();
         for _ in 0..8 {
             big.extend(&[0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
@@ -351,10 +371,32 @@ mod tests {
         big.advance(big.len());
         big.release_if_empty();
         big.extend(b"ab");
-        assert_eq!(big.tail.capacity(), TAIL_MIN);
+        assert_eq!(big.tail.capacity(), TAIL_FIRST_MIN);
         // A frame larger than the next tail gets a tail of its own size.
         out.extend(&[7u8; 100 << 10]);
         assert_eq!(out.len(), 60 * 1030 + (100 << 10));
         assert_eq!(collect(&out).len(), out.len());
+    }
+
+    #[test]
+    fn a_small_burst_gives_the_next_one_a_small_first_tail() {
+        let mut out = OutBuf::default();
+        // No burst seen yet: the first tail is the default size.
+        out.extend(&[0x81; 70]);
+        assert_eq!(out.tail.capacity(), TAIL_MIN);
+        out.advance(out.len());
+        out.release_if_empty();
+        // After a 70-byte burst, a small allocation.
+        out.extend(b"x");
+        assert_eq!(out.tail.capacity(), TAIL_FIRST_MIN);
+        // Past it the tail is sealed and a full-size one follows.
+        out.extend(&[0u8; 599]);
+        assert_eq!(out.tail.capacity(), TAIL_MIN);
+        assert_eq!(collect(&out).len(), 600);
+        out.advance(out.len());
+        out.release_if_empty();
+        // 600 bytes is past a small burst: back to the default size.
+        out.extend(b"x");
+        assert_eq!(out.tail.capacity(), TAIL_MIN);
     }
 }
