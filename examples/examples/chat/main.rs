@@ -18,7 +18,10 @@
 //!   back subscribes with `since` and gets what it missed.
 //! - With `--redis`, several chat processes on one Redis share their rooms.
 //! - With `WEBSOCKETS_DISABLE=1` set, upgrades are refused (503) and the
-//!   page falls back to Server-Sent Events + POST on the same URL.
+//!   page falls back to Server-Sent Events + POST on the same URL. It falls
+//!   back only when a WebSocket fails while the server answers (a server
+//!   that is down or restarting is retried with WebSocket), and after a
+//!   lost link it tries WebSocket once more before falling back.
 //! - Defaults that matter in production: only same-origin pages may
 //!   connect (`--allow-origin` adds others); bound to a loopback address
 //!   (the default), only requests to `localhost`, `127.0.0.1` or `[::1]`
