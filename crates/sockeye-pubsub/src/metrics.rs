@@ -73,8 +73,8 @@ const R: Ordering = Ordering::Relaxed;
 
 /// What the pushes of one fan-out added, for [`Metrics::add`] to count
 /// once when the loop is over: the counters (the hub's atomics, and with
-/// feature `metrics` a registry lookup each) cost one update per
-/// publication instead of two per subscriber.
+/// feature `metrics` the facade's, shared by every hub of the process)
+/// take one update per publication instead of two per subscriber.
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
     pub(crate) deliveries: u64,
