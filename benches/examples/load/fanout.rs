@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::{BoxError, Row, Running, Target, bin_dir, client_frame, launch, open, rss_kib};
 
 pub(crate) struct FanoutServer {
-    name: &'static str,
+    pub(crate) name: &'static str,
     ours: bool,
     /// Clients subscribe with the hub protocol (sockeye) or are subscribed
     /// by connecting (the peers).

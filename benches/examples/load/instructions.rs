@@ -144,7 +144,7 @@ async fn fanout_row(dir: &Path, window: (Duration, Duration)) -> Row {
         .chain(["--metrics", "127.0.0.1:0"])
         .collect();
     for (name, args) in [
-        ("sockeye-pubsub", PUBSUB_ARGS),
+        (fanout::SOCKEYE.name, PUBSUB_ARGS),
         ("sockeye-pubsub, --metrics", with_metrics.as_slice()),
     ] {
         eprint!("{name:<24} fan-out  instructions ... ");

@@ -1043,11 +1043,11 @@ async fn run(options: &Options) -> Result<String, BoxError> {
     if wants("instructions") {
         let mut servers = selected(SERVERS, options);
         servers.extend(selected(METRICS_SERVERS, options));
-        // Named like the fan-out rows' server.
-        let fanout = options
-            .servers
-            .as_ref()
-            .is_none_or(|names| names.iter().any(|n| "sockeye-pubsub".contains(n.as_str())));
+        let fanout = options.servers.as_ref().is_none_or(|names| {
+            names
+                .iter()
+                .any(|n| fanout::SOCKEYE.name.contains(n.as_str()))
+        });
         rows.extend(
             instructions::rows(
                 options.quick,

@@ -211,11 +211,10 @@ where
     pub(crate) fn poll_flush(&mut self, wcx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.tick();
         ready!(self.poll_write_out(wcx))?;
+        #[cfg(feature = "metrics")]
+        self.conn.publish_traffic();
         if self.read_buf.capacity() == 0 {
             self.conn.release_idle_memory();
-        } else {
-            #[cfg(feature = "metrics")]
-            self.conn.publish_traffic();
         }
         if !self.shut_down {
             ready!(Pin::new(&mut self.io).poll_flush(wcx))?;
